@@ -1,0 +1,125 @@
+"""The maths of every unit, as pure functions of tensors.
+
+Shape convention: weights are ``(*S, out, in)`` and inputs ``(*S, B, in)``, where ``*S`` is the seed axis
+(empty for a single model, ``(S,)`` for S stacked models). Every function broadcasts over it, so one code path
+serves a single model and S independent copies; no operation mixes seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "nac_weight",
+    "linear",
+    "nac_mul",
+    "gated_mix",
+    "nalu",
+    "nmu",
+    "inalu",
+    "npu",
+    "nau_sparsity",
+    "nmu_sparsity",
+    "inalu_sparsity",
+    "sparsity_error",
+]
+
+
+def nac_weight(w_hat: Tensor, m_hat: Tensor) -> Tensor:
+    """NAC weight W = tanh(Ŵ) ⊙ σ(M̂) (Trask et al. 2018, eq. 1): biased towards {-1, 0, 1}."""
+    return torch.tanh(w_hat) * torch.sigmoid(m_hat)
+
+
+def linear(x: Tensor, w: Tensor) -> Tensor:
+    """y = x Wᵀ without bias: the NAC+ and NAU. (*S, B, in), (*S, out, in) -> (*S, B, out)."""
+    return x @ w.transpose(-1, -2)
+
+
+def nac_mul(x: Tensor, w: Tensor, eps: float) -> Tensor:
+    """NAC•, the log-space NAC: y = exp(log(|x| + ε) Wᵀ) (Trask et al. 2018, eq. 2-3). Drops the sign of x."""
+    return torch.exp(linear(torch.log(x.abs() + eps), w))
+
+
+def gated_mix(g: Tensor, a: Tensor, m: Tensor) -> Tensor:
+    """y = g ⊙ a + (1 − g) ⊙ m, the NALU's gate between its additive and multiplicative paths."""
+    return g * a + (1 - g) * m
+
+
+def nalu(x: Tensor, w_add: Tensor, w_mul: Tensor, g: Tensor, eps: float) -> Tensor:
+    """NALU (Trask et al. 2018, eq. 2-5): a = x W_aᵀ, m = exp(log(|x| + ε) W_mᵀ), y = g ⊙ a + (1 − g) ⊙ m.
+
+    ``g`` is the gate after the sigmoid, broadcastable to the output. The paper ties W_a = W_m.
+    """
+    return gated_mix(g, linear(x, w_add), nac_mul(x, w_mul, eps))
+
+
+def nmu(x: Tensor, w: Tensor) -> Tensor:
+    """NMU (Madsen & Johansen 2020, eq. 9): y_j = ∏_i (W_ji x_i + 1 − W_ji).
+
+    (*S, B, in), (*S, out, in) -> (*S, B, out). W_ji = 1 selects x_i, W_ji = 0 contributes the neutral factor 1.
+    """
+    w = w.unsqueeze(-3)  # (*S, 1, out, in)
+    return (w * x.unsqueeze(-2) + 1 - w).prod(dim=-1)  # (*S, B, out, in) -> (*S, B, out)
+
+
+def inalu(x: Tensor, w_add: Tensor, w_mul: Tensor, g: Tensor, eps: float, omega: float) -> Tensor:
+    """iNALU (Schlör, Ring & Hotho 2020, eq. 6-10).
+
+    a = x W_aᵀ; m = exp(min(log(max(|x|, ε)) W_mᵀ, ω)); the sign s_j = ∏_i (sign(x_i)|W_m,ji| + 1 − |W_m,ji|)
+    restores the sign the log path drops; y = g ⊙ a + (1 − g) ⊙ m ⊙ s.
+    """
+    m = torch.exp(linear(torch.log(x.abs().clamp_min(eps)), w_mul).clamp_max(omega))
+    s = nmu(torch.sign(x), w_mul.abs())
+    return gated_mix(g, linear(x, w_add), m * s)
+
+
+def npu(x: Tensor, w_real: Tensor, w_imag: Tensor | None, gate: Tensor, eps: float) -> Tensor:
+    """Neural Power Unit (Heim, Pevný & Šmídl 2020, eq. 5-7); RealNPU when ``w_imag`` is None.
+
+    ĝ = clamp(gate, 0, 1) (shape (*S, 1, in)); r = ĝ ⊙ |x| + (1 − ĝ); k = π ĝ ⊙ [x < 0];
+    y = exp(log(r) W_rᵀ − k W_iᵀ) ⊙ cos(log(r) W_iᵀ + k W_rᵀ).
+    The complex logarithm of a negative input is log|x| + iπ, so products, quotients and powers of negative
+    numbers keep their sign. ``r`` is floored at ε so that log(0) is never taken.
+    """
+    g = gate.clamp(0, 1)  # (*S, 1, in), broadcast over the batch
+    log_r = torch.log((g * x.abs() + 1 - g).clamp_min(eps))
+    k = math.pi * g * (x < 0).to(x.dtype)
+    magnitude = linear(log_r, w_real)
+    phase = linear(k, w_real)
+    if w_imag is not None:
+        magnitude = magnitude - linear(k, w_imag)
+        phase = phase + linear(log_r, w_imag)
+    return torch.exp(magnitude) * torch.cos(phase)
+
+
+def _mean_last2(t: Tensor) -> Tensor:
+    return t.mean(dim=(-2, -1))
+
+
+def nau_sparsity(w: Tensor) -> Tensor:
+    """NAU regulariser (Madsen & Johansen 2020, eq. 7): mean(min(|W|, 1 − |W|)), one value per seed."""
+    a = w.abs()
+    return _mean_last2(torch.minimum(a, 1 - a))
+
+
+def nmu_sparsity(w: Tensor) -> Tensor:
+    """NMU regulariser (Madsen & Johansen 2020, eq. 10): mean(min(W, 1 − W)), one value per seed."""
+    return _mean_last2(torch.minimum(w, 1 - w))
+
+
+def inalu_sparsity(params: list[Tensor], threshold: float) -> Tensor:
+    """iNALU regulariser (Schlör et al. 2020, eq. 11): mean(max(t − |p|, 0) / t) over its raw parameters.
+
+    It pushes Ŵ, M̂ and the gate away from 0, where tanh and σ are least decisive. Every parameter has at least
+    two trailing dimensions (the gate is stored as (*S, 1, out)).
+    """
+    return sum(_mean_last2((threshold - p.abs()).clamp_min(0) / threshold) for p in params) / len(params)
+
+
+def sparsity_error(w: Tensor) -> Tensor:
+    """Sparsity error of Madsen & Johansen (2020, eq. 19): max_ij min(|W_ij|, |1 − |W_ij||), one per seed."""
+    a = w.abs()
+    return torch.minimum(a, (1 - a).abs()).amax(dim=(-2, -1))
