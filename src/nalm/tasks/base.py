@@ -1,0 +1,44 @@
+"""The small abstract base of every task."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def seed_generators(seed: int, seeds: Sequence[int], stream: str) -> list[np.random.Generator]:
+    """One independent numpy generator per model seed, for one named stream ("data", "init", ...).
+
+    Seed s of stream k depends only on (seed, s, k): a run of S seeds draws exactly what S runs of one seed would.
+    """
+    key = sum(ord(c) << (8 * i) for i, c in enumerate(stream[:8]))
+    return [np.random.Generator(np.random.PCG64([seed, s, key])) for s in seeds]
+
+
+def torch_generators(seed: int, seeds: Sequence[int], stream: str) -> list[torch.Generator]:
+    """One torch generator per model seed (for parameter initialisation), derived like :func:`seed_generators`."""
+    return [torch.Generator().manual_seed(int(g.integers(2**63 - 1))) for g in seed_generators(seed, seeds, stream)]
+
+
+class Task(ABC):
+    """A supervised task with a seed axis.
+
+    ``sample`` draws a fresh training batch for every seed from that seed's own generator; ``evaluation_sets``
+    returns the fixed sets (drawn from generators of their own, never the training stream).
+    """
+
+    name: str
+    input_size: int
+    output_size: int
+
+    @abstractmethod
+    def sample(self, rngs: Sequence[np.random.Generator], batch_size: int, split: str = "train") -> tuple[Tensor, Tensor]:
+        """A batch per seed: x (S, B, *input), y (S, B, output_size)."""
+
+    @abstractmethod
+    def evaluation_sets(self, seeds: Sequence[int]) -> dict[str, tuple[Tensor, Tensor]]:
+        """Fixed sets by name ("interpolation", "extrapolation", ...): x (S or 1, N, *input), y (S, N, output)."""
