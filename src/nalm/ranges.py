@@ -65,13 +65,16 @@ class Range:
     def contains_zero(self) -> bool:
         return any(lo <= 0 <= hi for lo, hi in self.intervals)
 
-    def transform(self, u: np.ndarray) -> np.ndarray:
-        """Map uniforms u in [0, 1) to this range, in place where possible (one uniform per value)."""
+    def transform(self, u: np.ndarray, base: float = 0.0) -> np.ndarray:
+        """Map uniforms u in [base, base + 1) to this range, in place where possible (one uniform per value)."""
         if len(self.intervals) == 1:
             lo, hi = self.intervals[0]
-            u *= hi - lo
-            u += lo
+            if (lo, hi) != (base, base + 1):
+                u *= hi - lo
+                u += lo - base * (hi - lo)
             return u
+        if base:
+            u -= base
         lengths = np.array([hi - lo for lo, hi in self.intervals])
         cum = np.concatenate([[0.0], np.cumsum(lengths)])
         lows = np.array([lo for lo, _ in self.intervals])
@@ -82,3 +85,21 @@ class Range:
     def sample(self, rng: np.random.Generator, shape, dtype=np.float32) -> np.ndarray:
         """Uniform samples of the given shape from one numpy generator."""
         return self.transform(rng.random(shape, dtype=dtype))
+
+
+def uniform_1_2(bitgens, shape: tuple[int, ...], buffer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fill (S, *shape) float32 values uniform on [1, 2), seed i from bit generator i alone.
+
+    The fast path of training data: 23 random bits of each 32-bit half of the generator's raw 64-bit output become
+    the mantissa of a float in [1, 2) (exponent bits 0x3F8), with no float arithmetic at all. About twice as fast as
+    ``Generator.random(dtype=float32)``, which draws one 32-bit word per value as well but converts it.
+    ``buffer`` (uint32, (S, prod(shape))) is reused when given. Returns the values (a view of the buffer) and
+    the buffer.
+    """
+    n = int(np.prod(shape))
+    if buffer is None or buffer.shape != (len(bitgens), n):
+        buffer = np.empty((len(bitgens), n), dtype=np.uint32)
+    for i, g in enumerate(bitgens):
+        np.right_shift(g.random_raw((n + 1) // 2).view(np.uint32)[:n], 9, out=buffer[i])
+    np.bitwise_or(buffer, np.uint32(0x3F800000), out=buffer)
+    return buffer.view(np.float32).reshape((len(bitgens),) + tuple(shape)), buffer

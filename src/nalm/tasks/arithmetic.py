@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..ranges import Range
+from ..ranges import Range, uniform_1_2
 from .base import Task, seed_generators
 
 
@@ -163,15 +163,11 @@ class ArithmeticTask(Task):
     def _shape(self, batch: int, length: int) -> tuple[int, ...]:
         return (batch, length, self.input_size) if self.recurrent else (batch, self.input_size)
 
-    def sample(self, rngs, batch_size, split="train", out: np.ndarray | None = None):
-        rng_range = self.interpolation if split == "train" else self.extrapolation
-        shape = self._shape(batch_size, self.config.train_length)
-        if out is None:
-            out = np.empty((len(rngs),) + shape, dtype=np.float32)
-        for i, rng in enumerate(rngs):
-            rng.random(shape, dtype=np.float32, out=out[i])
-        x = torch.from_numpy(rng_range.transform(out))
-        return x, self.targets(x)
+    def sample(self, bitgens, batch_size, buffer=None):
+        """Training batch from the interpolation range: x (S, B, [T,] in), y (S, B, 1)."""
+        u, buffer = uniform_1_2(bitgens, self._shape(batch_size, self.config.train_length), buffer)
+        x = torch.from_numpy(self.interpolation.transform(u, base=1.0))
+        return x, self.targets(x), buffer
 
     def evaluation_sets(self, seeds=None):
         n, cfg = self.config.evaluation_size, self.config

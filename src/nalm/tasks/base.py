@@ -36,9 +36,18 @@ class Task(ABC):
     output_size: int
 
     @abstractmethod
-    def sample(self, rngs: Sequence[np.random.Generator], batch_size: int, split: str = "train") -> tuple[Tensor, Tensor]:
-        """A batch per seed: x (S, B, *input), y (S, B, output_size)."""
+    def sample(self, bitgens: Sequence[np.random.BitGenerator], batch_size: int,
+               buffer: np.ndarray | None = None) -> tuple[Tensor, Tensor, np.ndarray]:
+        """A fresh training batch per seed, seed i drawn from ``bitgens[i]`` alone.
+
+        Returns x (S, B, *input), y (S, B, output_size) and a buffer to pass back on the next call (x may be a
+        view of it, so use x before the next call).
+        """
 
     @abstractmethod
     def evaluation_sets(self, seeds: Sequence[int]) -> dict[str, tuple[Tensor, Tensor]]:
-        """Fixed sets by name ("interpolation", "extrapolation", ...): x (S or 1, N, *input), y (S, N, output)."""
+        """Fixed sets by name ("interpolation", "extrapolation"): x (S or 1, N, *input), y (S, N, output)."""
+
+    def artifacts(self, model) -> dict:
+        """Results beyond the per-seed statistics (e.g. a curve for a figure), stored as JSON."""
+        return {}
