@@ -101,9 +101,10 @@ def per_seed_mse(pred: Tensor, y: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, max_elements: int = 2_000_000) -> Tensor:
-    """Per-seed MSE (float64) on a fixed set x (1 or S, N, ...) with targets y (S, N, out), in chunks."""
-    S, N = y.shape[0], y.shape[1]
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, num_seeds: int, max_elements: int = 2_000_000) -> Tensor:
+    """Per-seed MSE (float64) on a fixed set x (1 or S, N, ...) with targets y (1 or S, N, out), in chunks."""
+    S, N = num_seeds, y.shape[1]
+    y = y.expand((S,) + y.shape[1:])
     per_row = S * max(1, math.prod(x.shape[2:]))
     chunk = max(1, max_elements // per_row)
     sse = torch.zeros(S, dtype=torch.float64)
@@ -183,7 +184,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, threshold: float
 
     def evaluate_now(step: int) -> None:
         model.eval()
-        errors = {name: evaluate(model, x, y) for name, (x, y) in sets.items()}
+        errors = {name: evaluate(model, x, y, S) for name, (x, y) in sets.items()}
         model.train()
         interp, extrap = errors["interpolation"], errors["extrapolation"]
         sp = sparsity(model, S)
