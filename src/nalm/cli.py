@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     rep = sub.add_parser("reproduce", help="run the experiment grid of a profile (resumable)")
-    rep.add_argument("--profile", choices=["quick", "paper"], default="quick",
-                     help="quick: about 15 minutes on 2 cores; paper: the scale of SPEC §3 (days)")
+    rep.add_argument("--profile", choices=["quick", "acceptance", "paper"], default="quick",
+                     help="quick: about 15 minutes on 2 cores; acceptance: the 100-seed checks of the README "
+                          "(about an hour); paper: the scale of SPEC §3 (days)")
     rep.add_argument("--only", help="comma-separated subset of: identity, arithmetic, arithmetic-recurrent, "
                                     "acceptance")
     rep.add_argument("--jobs", type=int, default=os.cpu_count() or 1,

@@ -155,9 +155,9 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, threshold: float
     t0 = time.perf_counter()
     seeds = config.seed_ids
     S = len(seeds)
-    model.reset_parameters(torch_generators(config.first_seed, seeds, "init"))
+    model.reset_parameters(torch_generators(seeds, "init"))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    bitgens = [g.bit_generator for g in seed_generators(config.first_seed, seeds, "data")]
+    bitgens = [g.bit_generator for g in seed_generators(seeds, "data")]
     sets = task.evaluation_sets()
     reg_modules = [(m, Regularizer(**config.regularizers[m.unit_name])) for m in model.modules()
                    if hasattr(m, "regularization_loss") and getattr(m, "unit_name", None) in config.regularizers]

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..ranges import Range, uniform_1_2
-from .base import Task, seed_generators
+from .base import Task, evaluation_generator, seed_generators
 
 
 def _safe_root(a):
@@ -122,7 +122,7 @@ class ArithmeticConfig:
             return max(stop for _, stop in self.fixed_subsets)
         return 2 * self.subset_size - self.overlap_size
 
-    def masks(self, seeds: Sequence[int], seed: int = 0) -> np.ndarray:
+    def masks(self, seeds: Sequence[int]) -> np.ndarray:
         """The subset masks, (S, 2, input_size) float32: row 0 selects a, row 1 selects b."""
         masks = np.zeros((len(seeds), 2, self.input_size), dtype=np.float32)
         if self.fixed_subsets is not None:
@@ -130,7 +130,7 @@ class ArithmeticConfig:
                 masks[:, k, start:stop] = 1
             return masks
         size, shift = self.subset_size, self.subset_size - self.overlap_size
-        for i, rng in enumerate(seed_generators(seed, seeds, "subsets")):
+        for i, rng in enumerate(seed_generators(seeds, "subsets")):
             o = int(rng.integers(0, self.input_size - self.span + 1))
             masks[i, 0, o:o + size] = 1
             masks[i, 1, o + shift:o + shift + size] = 1
@@ -140,18 +140,19 @@ class ArithmeticConfig:
 class ArithmeticTask(Task):
     """Static (``recurrent=False``, input (S, B, input_size)) or recurrent (input (S, B, T, input_size)) task."""
 
-    def __init__(self, config: ArithmeticConfig, seeds: Sequence[int], *, seed: int = 0, recurrent: bool = False):
+    def __init__(self, config: ArithmeticConfig, seeds: Sequence[int], *, evaluation_seed: int = 0,
+                 recurrent: bool = False):
         self.config = config
         self.recurrent = recurrent
         self.name = "arithmetic-recurrent" if recurrent else "arithmetic"
         self.input_size = config.input_size
         self.output_size = 1
-        self.seed = seed
+        self.evaluation_seed = evaluation_seed  # the fixed sets' own stream, apart from every model seed
         self.seeds = list(seeds)
         self.op, _, self.formula = OPERATIONS[config.operation]
         self.interpolation = Range.parse(config.interpolation_range)
         self.extrapolation = Range.parse(config.extrapolation_range)
-        self._masks = torch.from_numpy(config.masks(self.seeds, seed))  # (S, 2, in)
+        self._masks = torch.from_numpy(config.masks(self.seeds))  # (S, 2, in)
 
     def targets(self, x: Tensor) -> Tensor:
         """op(a, b) per seed: x (S or 1, N, [T,] in) -> (S, N, 1); sums run over time steps too."""
@@ -174,7 +175,7 @@ class ArithmeticTask(Task):
         sets = {}
         for k, (name, rng_range, length) in enumerate((("interpolation", self.interpolation, cfg.train_length),
                                                        ("extrapolation", self.extrapolation, cfg.test_length))):
-            rng = np.random.Generator(np.random.PCG64([self.seed, 2**32 + k]))
+            rng = evaluation_generator(self.evaluation_seed, k)
             # One fixed set shared by all seeds (their targets differ through their subsets): (1, N, [T,] in).
             x = torch.from_numpy(rng_range.sample(rng, (1,) + self._shape(n, length)))
             sets[name] = (x, self.targets(x))

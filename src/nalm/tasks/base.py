@@ -10,18 +10,23 @@ import torch
 from torch import Tensor
 
 
-def seed_generators(seed: int, seeds: Sequence[int], stream: str) -> list[np.random.Generator]:
-    """One independent numpy generator per model seed, for one named stream ("data", "init", ...).
+def seed_generators(seeds: Sequence[int], stream: str) -> list[np.random.Generator]:
+    """One independent numpy generator per model seed, for one named stream ("data", "init", "subsets").
 
-    Seed s of stream k depends only on (seed, s, k): a run of S seeds draws exactly what S runs of one seed would.
+    Seed s of stream k depends only on (s, k): a run of S seeds draws exactly what S runs of one seed would.
     """
     key = sum(ord(c) << (8 * i) for i, c in enumerate(stream[:8]))
-    return [np.random.Generator(np.random.PCG64([seed, s, key])) for s in seeds]
+    return [np.random.Generator(np.random.PCG64([s, key])) for s in seeds]
 
 
-def torch_generators(seed: int, seeds: Sequence[int], stream: str) -> list[torch.Generator]:
+def evaluation_generator(evaluation_seed: int, index: int) -> np.random.Generator:
+    """The generator of fixed evaluation set ``index``; its seed words (2³² + e, index) never meet a model seed's."""
+    return np.random.Generator(np.random.PCG64([2**32 + evaluation_seed, index]))
+
+
+def torch_generators(seeds: Sequence[int], stream: str) -> list[torch.Generator]:
     """One torch generator per model seed (for parameter initialisation), derived like :func:`seed_generators`."""
-    return [torch.Generator().manual_seed(int(g.integers(2**63 - 1))) for g in seed_generators(seed, seeds, stream)]
+    return [torch.Generator().manual_seed(int(g.integers(2**63 - 1))) for g in seed_generators(seeds, stream)]
 
 
 class Task(ABC):

@@ -17,7 +17,7 @@ import torch
 from ..errors import ConfigError
 from ..models import ACTIVATIONS, mlp
 from ..ranges import Range, uniform_1_2
-from .base import Task
+from .base import Task, evaluation_generator
 
 #: The 15 nonlinearities of Figure 1, in the paper's legend order.
 FIGURE1_ACTIVATIONS = ("hardtanh", "sigmoid", "relu6", "tanh", "tanhshrink", "hardshrink", "leakyrelu",
@@ -44,9 +44,9 @@ class IdentityTask(Task):
     input_size = 1
     output_size = 1
 
-    def __init__(self, config: IdentityConfig, seed: int = 0):
+    def __init__(self, config: IdentityConfig, evaluation_seed: int = 0):
         self.config = config
-        self.seed = seed
+        self.evaluation_seed = evaluation_seed  # the fixed sets' own stream, apart from every model seed
         self.interpolation = Range.parse(config.interpolation_range)
         self.extrapolation = Range.parse(config.extrapolation_range)
 
@@ -63,7 +63,7 @@ class IdentityTask(Task):
     def evaluation_sets(self, seeds=None):
         sets = {}
         for k, (name, r) in enumerate((("interpolation", self.interpolation), ("extrapolation", self.extrapolation))):
-            rng = np.random.Generator(np.random.PCG64([self.seed, 2**32 + k]))
+            rng = evaluation_generator(self.evaluation_seed, k)
             x = torch.from_numpy(r.sample(rng, (1, self.config.evaluation_size, 1)))
             sets[name] = (x, x)
         return sets

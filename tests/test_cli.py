@@ -1,0 +1,69 @@
+"""The command line: usage errors exit 2 and name the bad option; a tiny run prints the JSON the README shows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nalm.cli import main
+
+TINY = ["--seeds", "2", "--iterations", "200", "--eval-every", "100", "--input-size", "10", "--no-progress"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "arithmetic", "--op", "pow"], "invalid choice: 'pow'"),
+    (["run", "arithmetic", "--model", "nau-foo"], "unknown model 'nau-foo'"),
+    (["run", "arithmetic", "--seeds", "0"], "seeds must be a positive integer"),
+    (["run", "arithmetic", "--interpolation-range", "1;2"], "cannot parse range '1;2'"),
+    (["run", "arithmetic", "--interpolation-range=3,1"], "low < high"),
+    (["run", "arithmetic", "--input-size", "10", "--subset-ratio", "0.9"], "subsets span"),
+    (["run", "arithmetic", "--op", "root", "--extrapolation-range=-6,-2"], "non-negative"),
+    (["run", "arithmetic", "--regularizer", "nmu=10"], "cannot parse regulariser"),
+    (["run", "identity", "--activation", "swish"], "unknown activation 'swish'"),
+    (["reproduce", "--only", "tables"], "unknown group(s) tables"),
+    (["run", "arithmetic", "--threads", "0"], "--threads must be at least 1"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_usage_errors_exit_2_and_name_the_problem(args, needle, capsys, tmp_path):
+    args = args[:1] + (["--store", str(tmp_path / "s.sqlite")] if args[0] == "reproduce" else []) + args[1:]
+    if args[0] == "run" and len(args) > 1:
+        args += ["--store", str(tmp_path / "s.sqlite")]
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err
+
+
+def test_run_json_has_the_documented_keys(capsys, tmp_path):
+    code, out, _ = run_cli(["run", "arithmetic", "--op", "add", "--model", "nau-nau", "--json",
+                            "--store", str(tmp_path / "s.sqlite"), *TINY], capsys)
+    assert code == 0
+    result = json.loads(out)
+    for key in ("success_rate", "success_ci", "solved_at_median", "sparsity_error_mean",
+                "normalized_extrapolation_error", "seeds", "diverged"):
+        assert key in result
+    assert result["seeds"] == 2 and len(result["success_ci"]) == 2
+    code, out2, _ = run_cli(["run", "arithmetic", "--op", "add", "--model", "nau-nau", "--json",
+                             "--store", str(tmp_path / "s.sqlite"), *TINY], capsys)
+    assert json.loads(out2) == result  # the second call is answered from the store
+
+
+def test_export_and_units(capsys, tmp_path):
+    store = str(tmp_path / "s.sqlite")
+    assert run_cli(["run", "arithmetic", "--model", "nac-nac", "--store", store, *TINY], capsys)[0] == 0
+    code, out, _ = run_cli(["export", str(tmp_path / "x.json"), "--store", store], capsys)
+    assert code == 0 and "wrote 2 rows" in out
+    rows = json.loads((tmp_path / "x.json").read_text())
+    assert {r["seed"] for r in rows} == {0, 1} and rows[0]["name"] == "arithmetic/nac-nac/add"
+    code, out, _ = run_cli(["units"], capsys)
+    assert code == 0 and "nmu" in out and "gate='input'" in out

@@ -1,0 +1,159 @@
+"""The seed-batched trainer, the store and resumption: small sizes, real behaviour."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from nalm.experiments import RunSpec, build, run
+from nalm.models import build_model
+from nalm.store import Store, config_key
+from nalm.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
+from nalm.train import Regularizer, TrainConfig, train
+
+SMALL_TASK = {"operation": "add", "input_size": 10, "evaluation_size": 500}
+REGS = {"nau": {"scale": 0.01, "start": 100, "end": 300}}
+
+
+def small_spec(seeds=3, first_seed=0, iterations=400, model="nau-nau", **task) -> RunSpec:
+    cfg = TrainConfig(iterations=iterations, seeds=seeds, first_seed=first_seed, eval_every=100,
+                      batch_size=32, learning_rate=1e-2, regularizers=REGS)
+    return RunSpec("arithmetic", model, {**SMALL_TASK, **task}, cfg)
+
+
+def records_of(spec: RunSpec, store_path) -> list[dict]:
+    with Store(store_path) as store:
+        run(spec, store)
+        return store.seeds(config_key(spec.resolved()))
+
+
+def test_regularizer_ramp():
+    r = Regularizer(10.0, 100, 300)
+    assert [r(0), r(100), r(200), r(300), r(10_000)] == [0.0, 0.0, 5.0, 10.0, 10.0]
+    assert Regularizer.parse("nmu=10:1e4:2e4") == ("nmu", Regularizer(10.0, 10_000, 20_000))
+
+
+def test_same_command_twice_gives_identical_results(tmp_path):
+    a = records_of(small_spec(), tmp_path / "a.sqlite")
+    b = records_of(small_spec(), tmp_path / "b.sqlite")
+    assert a == b
+    assert len(a) == 3 and all(r["interpolation_mse"] < r["interpolation_mse_init"] for r in a)
+
+
+def test_seed_batched_equals_one_seed_at_a_time(tmp_path):
+    """Seed 1 of a 3-seed run trains exactly as a run of seed 1 alone (own init, own data stream)."""
+    together = records_of(small_spec(seeds=3), tmp_path / "a.sqlite")
+    alone = records_of(small_spec(seeds=1, first_seed=1), tmp_path / "b.sqlite")
+    assert alone[0]["seed"] == 1
+    for col in ("interpolation_mse", "extrapolation_mse", "interpolation_mse_init", "sparsity_error"):
+        assert together[1][col] == pytest.approx(alone[0][col], rel=1e-4, abs=1e-9), col
+    assert together[1]["best_step"] == alone[0]["best_step"]
+
+
+def test_finished_run_is_not_redone(tmp_path):
+    path = tmp_path / "s.sqlite"
+    spec = small_spec()
+    with Store(path) as store:
+        first = run(spec, store)
+        store.conn.execute("UPDATE runs SET summary = json_set(summary, '$.marker', 1)")
+        store.conn.commit()
+        again = run(spec, store)
+    assert again == {**first, "marker": 1}
+
+
+class PoisonedTask(ArithmeticTask):
+    """Seed ``victim`` gets NaN inputs from step ``after`` on; every other seed's data is untouched."""
+
+    def __init__(self, *args, victim: int, after: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.victim, self.after, self.calls = victim, after, 0
+
+    def sample(self, bitgens, batch_size, buffer=None):
+        x, y, buffer = super().sample(bitgens, batch_size, buffer)
+        self.calls += 1
+        if self.calls > self.after:
+            x = x.clone()
+            x[self.victim] = float("nan")
+            y = self.targets(x)
+        return x, y, buffer
+
+
+def test_diverging_seed_does_not_disturb_the_others():
+    config = ArithmeticConfig(**SMALL_TASK)
+    cfg = TrainConfig(iterations=300, seeds=3, eval_every=100, batch_size=32, learning_rate=1e-2, regularizers=REGS)
+    results = []
+    for poisoned in (False, True):
+        task_cls = PoisonedTask if poisoned else ArithmeticTask
+        extra = {"victim": 1, "after": 150} if poisoned else {}
+        task = task_cls(config, cfg.seed_ids, **extra)
+        model = build_model("nau-nau", 10, num_seeds=3)
+        results.append(train(model, task, cfg, threshold=1e-3).records)
+    clean, poisoned = results
+    assert poisoned[1]["diverged"] and not poisoned[1]["success"] and poisoned[1]["diverged_at"] == 200
+    for i in (0, 2):
+        assert not poisoned[i]["diverged"]
+        assert poisoned[i] == clean[i]
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    """Interrupt a run after its checkpoint at step 200, resume it: the final numbers equal an uninterrupted run's."""
+    spec = small_spec(iterations=500)
+    task, model, threshold = build(spec)
+    key = config_key(spec.resolved())
+
+    class Killed(Exception):
+        pass
+
+    with Store(tmp_path / "killed.sqlite") as store:
+        store.start_run(key, spec.experiment, spec.name, spec.resolved())
+        original = store.save_checkpoint
+
+        def save_then_die(key_, step, state, rows):
+            original(key_, step, state, rows)
+            if step == 200:
+                raise Killed  # as if the process died right after the transaction committed
+
+        store.save_checkpoint = save_then_die
+        with pytest.raises(Killed):
+            train(model, task, spec.train, threshold=threshold, store=store, key=key)
+        assert store.load_checkpoint(key)[0] == 200
+        assert {r["step"] for r in store.curves(key)} == {0, 100, 200}
+        store.save_checkpoint = original
+        run(spec, store)  # resumes from step 200
+        resumed = store.seeds(key)
+        curve_steps = sorted({r["step"] for r in store.curves(key)})
+        assert store.load_checkpoint(key) is None
+    uninterrupted = records_of(spec, tmp_path / "clean.sqlite")
+    assert resumed == uninterrupted
+    assert curve_steps == [0, 100, 200, 300, 400, 500]
+
+
+def test_store_export_and_reject_garbage(tmp_path):
+    path = tmp_path / "s.sqlite"
+    records_of(small_spec(seeds=2), path)
+    with Store(path) as store:
+        assert store.export(tmp_path / "out.csv") == 2
+        assert store.export(tmp_path / "out.json") == 2
+    assert (tmp_path / "out.csv").read_text().count("\n") == 3
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    from nalm import DataError
+
+    with pytest.raises(DataError, match="not a nalm results database"):
+        Store(bad)
+
+
+def test_union_and_negative_ranges_sample_inside(tmp_path):
+    config = ArithmeticConfig(input_size=10, interpolation_range="-2,-1:1,2", extrapolation_range="-6,-2")
+    task = ArithmeticTask(config, [0, 1])
+    from nalm.tasks.base import seed_generators
+
+    bitgens = [g.bit_generator for g in seed_generators([0, 1], "data")]
+    x, y, _ = task.sample(bitgens, 1000)
+    assert ((x.abs() >= 1) & (x.abs() < 2)).all() and (x < 0).any() and (x > 0).any()
+    xe, _ = task.evaluation_sets()["extrapolation"]
+    assert ((xe >= -6) & (xe < -2)).all()
+    assert torch.allclose(y[..., 0], (x @ task._masks.transpose(-1, -2)).sum(-1))
