@@ -46,14 +46,14 @@ def _static(model, op, iterations=1000, seeds=4, **task):
     return RunSpec("arithmetic", model, {"operation": op, **task}, TrainConfig(iterations=iterations, seeds=seeds))
 
 
-def _identity(store, activation, mae_outside):
+def _identity(store, activation, mae_outside, **task):
     xs = [x / 2 for x in range(-40, 41)]
     curve = {"x": xs, "mae": [0.01 if abs(x) <= 5 else mae_outside * abs(x) / 20 for x in xs], "models": 3,
              "train_range": [-5.0, 5.0]}
     summary = {"seeds": 3, "diverged": 0, "normalized_interpolation_error": 1.0,
                "normalized_extrapolation_error": 50.0, "mae_inside": 0.01, "mae_outside": mae_outside, "seconds": 1}
-    spec = RunSpec("identity", activation, {}, TrainConfig(iterations=500, seeds=3, learning_rate=1e-2,
-                                                           regularizers={}), 8)
+    spec = RunSpec("identity", activation, task, TrainConfig(iterations=500, seeds=3, learning_rate=1e-2,
+                                                             regularizers={}), 8)
     _add(store, spec, _records(3), {"error_curve": curve}, summary)
 
 
@@ -69,7 +69,8 @@ def store_path(tmp_path):
         rec = RunSpec("arithmetic-recurrent", "lstm", {"operation": "sub"},
                       TrainConfig(iterations=300, seeds=4), hidden_size=16)
         _add(store, rec, _records(4, extrap=(0.456, 1.0)))
-        _add(store, _static("nalu-nalu", "add", iterations=99), finish=False)  # in progress
+        key = _add(store, _static("nalu-nalu", "add", iterations=99), finish=False)  # in progress
+        store.save_checkpoint(key, 50, {}, [(0, 50, 1.0, 2.0, 0.3), (1, 50, 1.0, 2.0, 0.3)])
     return path
 
 
@@ -92,11 +93,12 @@ def test_report_tables_published_and_figures(store_path, tmp_path):
     assert "| nau-nau | a + b | 4 of 4 | 4,000 | 18,000 | 1.00e-03 | 0 |" in text
     assert "| relu6 | a + b | 0 of 4 | n/a | — | n/a | 3 |" in text
     # recurrent section: its own tables, no published numbers, hidden size per model
-    assert "recurrent, 10 inputs per step, train 10 steps of U[1, 2] → test 100 steps of U[1, 2], 4 seeds × 300" in text
+    assert ("recurrent, 10 inputs per step, train 10 steps of U[1, 2] → test 100 steps of U[1, 2], 4 seeds × 300"
+            in text)
     assert "| a − b | 45.6 |" in text and "lstm: hidden size 16" in text
     # unfinished runs at the end
     tail = text[text.index("## In progress"):]
-    assert "`arithmetic/nalu-nalu/add`" in tail and "(of 99 steps)" in tail
+    assert "`arithmetic/nalu-nalu/add`" in tail and "evaluated up to step 50 of 99" in tail
     for name in ("figure1_identity.png", "success_rates.png", "success_rates_2.png"):
         data = (out.parent / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 1000
@@ -131,6 +133,24 @@ def test_hyperparameters_split_columns_not_settings(tmp_path):
     assert text.count("### static") == 1
     assert "nau-nau [hidden size 2" in text and "nau-nau [hidden size 4" in text
     assert "| a + b | 10.0 | 20.0 |" in text
+
+
+def test_settings_that_read_the_same_name_their_difference(tmp_path):
+    path = tmp_path / "t.sqlite"
+    with Store(path) as store:
+        _identity(store, "relu6", 7.0)
+        _identity(store, "relu6", 8.0, grid_points=81)
+    text = write_report(path, tmp_path / "r.md").read_text()
+    assert "(task.grid_points = 401)" in text and "(task.grid_points = 81)" in text
+    assert (tmp_path / "figure1_identity.png").is_file() and (tmp_path / "figure1_identity_2.png").is_file()
+
+
+def test_only_unfinished_runs(tmp_path):
+    path = tmp_path / "u.sqlite"
+    with Store(path) as store:
+        _add(store, _static("nau-nau", "add"), finish=False)
+    text = write_report(path, tmp_path / "r.md").read_text()
+    assert "No results yet" in text and "- `arithmetic/nau-nau/add`" in text
 
 
 def test_empty_store(tmp_path):

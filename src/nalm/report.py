@@ -70,9 +70,7 @@ def _num(v, fmt: str = ".1f") -> str:
     return "inf" if math.isinf(v) else format(v, fmt)
 
 
-def _rate(s: dict | None) -> str:
-    if s is None:
-        return "—"
+def _rate(s: dict) -> str:
     if s.get("success_rate") is None:
         return "n/a"
     low, high = s["success_ci"]
