@@ -157,3 +157,44 @@ def test_union_and_negative_ranges_sample_inside(tmp_path):
     xe, _ = task.evaluation_sets()["extrapolation"]
     assert ((xe >= -6) & (xe < -2)).all()
     assert torch.allclose(y[..., 0], (x @ task._masks.transpose(-1, -2)).sum(-1))
+
+
+def test_kill_dash_9_then_same_command_resumes(tmp_path):
+    """A real `kill -9` of `nalm run` mid-training; the same command then finishes with an uninterrupted run's numbers."""
+    import json
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path / "killed.sqlite"
+    args = [sys.executable, "-m", "nalm.cli", "run", "arithmetic", "--model", "nau-nau", "--input-size", "10",
+            "--seeds", "4", "--iterations", "6000", "--eval-every", "100", "--no-progress", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args + ["--store", str(store)], env=env, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    step = 0
+    while step < 300 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(store) as conn:
+                row = conn.execute("SELECT step FROM checkpoints").fetchone()
+            step = row[0] if row else 0
+        except sqlite3.Error:
+            pass
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert step >= 300
+    resumed = subprocess.run(args + ["--store", str(store)], env=env, capture_output=True, check=True)
+    clean = subprocess.run(args + ["--store", str(tmp_path / "clean.sqlite")], env=env, capture_output=True,
+                           check=True)
+    a, b = json.loads(resumed.stdout), json.loads(clean.stdout)
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    with sqlite3.connect(store) as k, sqlite3.connect(tmp_path / "clean.sqlite") as c:
+        query = "SELECT seed, extrapolation_mse, interpolation_mse, best_step FROM seeds ORDER BY seed"
+        assert k.execute(query).fetchall() == c.execute(query).fetchall()
+        assert k.execute("SELECT COUNT(*) FROM curves").fetchone() == c.execute("SELECT COUNT(*) FROM curves").fetchone()
