@@ -40,7 +40,7 @@ class SeedPReLU(nn.Module):
 
     def __init__(self, num_seeds: int | None, device=None, dtype=None):
         super().__init__()
-        shape = () if num_seeds is None else (num_seeds, 1, 1)
+        shape = (1, 1) if num_seeds is None else (num_seeds, 1, 1)
         self.weight = nn.Parameter(torch.full(shape, 0.25, device=device, dtype=dtype))
 
     def reset_parameters(self, generator: Generators = None) -> None:
@@ -182,6 +182,13 @@ def build_model(name: str, input_size: int, output_size: int = 1, *, hidden_size
     else:
         head = get_unit(first, input_size, hidden_size, **f)
     return Sequential(head, get_unit(second, hidden_size, output_size, **f))
+
+
+def seed_copy(model: nn.Module, name: str, i: int, **build_options) -> Sequential:
+    """A single-seed model holding seed ``i`` of ``model`` (built by ``build_model(name, **build_options)``)."""
+    single = build_model(name, **{**build_options, "num_seeds": None})
+    single.load_state_dict({k: v[i] for k, v in model.state_dict().items()})
+    return single
 
 
 def arithmetic_units(model: nn.Module) -> list[ArithmeticUnit]:

@@ -95,13 +95,25 @@ class TrainResult:
     seconds: float
 
 
+def make_optimizer(model: nn.Module, learning_rate: float) -> torch.optim.Optimizer:
+    """Adam, fused where this torch offers a fused CPU kernel (2.4+; about half the time of the default for-loop
+    implementation on our step), else the multi-tensor one; all three compute the same update."""
+    params = list(model.parameters())
+    for options in ({"fused": True}, {"foreach": True}):
+        try:
+            return torch.optim.Adam(params, lr=learning_rate, **options)
+        except (RuntimeError, TypeError, ValueError):
+            continue
+    return torch.optim.Adam(params, lr=learning_rate)
+
+
 def per_seed_mse(pred: Tensor, y: Tensor) -> Tensor:
     """(S, B, out), (S, B, out) -> (S,)."""
     return (pred - y).pow(2).mean(dim=(-2, -1))
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, num_seeds: int, max_elements: int = 2_000_000) -> Tensor:
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, num_seeds: int, max_elements: int = 16_000_000) -> Tensor:
     """Per-seed MSE (float64) on a fixed set x (1 or S, N, ...) with targets y (1 or S, N, out), in chunks."""
     S, N = num_seeds, y.shape[1]
     y = y.expand((S,) + y.shape[1:])
@@ -122,6 +134,41 @@ def sparsity(model: nn.Module, num_seeds: int) -> Tensor:
     if not errors:
         return torch.full((num_seeds,), float("nan"), dtype=torch.float64)
     return torch.stack(errors).amax(dim=0).double()
+
+
+@dataclass
+class Hooks:
+    """The training hooks a model's modules offer: regularisers with their schedules, and post-step constraints."""
+
+    regularized: list
+    constrained: list
+
+    @classmethod
+    def of(cls, model: nn.Module, regularizers: dict) -> "Hooks":
+        regularized = [(m, Regularizer(**regularizers[m.unit_name])) for m in model.modules()
+                       if hasattr(m, "regularization_loss") and getattr(m, "unit_name", None) in regularizers]
+        return cls(regularized, [m for m in model.modules() if hasattr(m, "post_step")])
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, step: int,
+                  hooks: Hooks, alive: Tensor) -> Tensor:
+    """One step for all seeds: per-seed loss (MSE + λ(step)·R), one backward of their sum, Adam, constraints.
+
+    Seeds whose loss is not finite are cleared from ``alive`` (in place) and contribute nothing from then on.
+    Returns the per-seed losses (S,).
+    """
+    loss = per_seed_mse(model(x), y)
+    for module, schedule in hooks.regularized:
+        lam = schedule(step)
+        if lam:
+            loss = loss + lam * module.regularization_loss()
+    alive &= torch.isfinite(loss)
+    optimizer.zero_grad(set_to_none=True)
+    torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
+    optimizer.step()
+    for module in hooks.constrained:
+        module.post_step()
+    return loss.detach()
 
 
 class _Progress:
@@ -156,12 +203,10 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, threshold: float
     seeds = config.seed_ids
     S = len(seeds)
     model.reset_parameters(torch_generators(seeds, "init"))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = make_optimizer(model, config.learning_rate)
     bitgens = [g.bit_generator for g in seed_generators(seeds, "data")]
     sets = task.evaluation_sets()
-    reg_modules = [(m, Regularizer(**config.regularizers[m.unit_name])) for m in model.modules()
-                   if hasattr(m, "regularization_loss") and getattr(m, "unit_name", None) in config.regularizers]
-    post_step = [m for m in model.modules() if hasattr(m, "post_step")]
+    hooks = Hooks.of(model, config.regularizers)
 
     nan = torch.full((S,), float("nan"), dtype=torch.float64)
     st = {"best_interpolation": torch.full((S,), float("inf"), dtype=torch.float64),
@@ -221,17 +266,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, threshold: float
     while step < config.iterations:
         step += 1
         x, y, buffer = task.sample(bitgens, config.batch_size, buffer=buffer)
-        loss = per_seed_mse(model(x), y)
-        for module, schedule in reg_modules:
-            lam = schedule(step)
-            if lam:
-                loss = loss + lam * module.regularization_loss()
-        st["alive"] &= torch.isfinite(loss)
-        optimizer.zero_grad(set_to_none=True)
-        torch.where(st["alive"], loss, torch.zeros_like(loss)).sum().backward()
-        optimizer.step()
-        for module in post_step:
-            module.post_step()
+        training_step(model, optimizer, x, y, step, hooks, st["alive"])
         if step % config.eval_every == 0 or step == config.iterations:
             evaluate_now(step)
             checkpoint(step)

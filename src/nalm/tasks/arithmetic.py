@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..functional import matmul
 from ..ranges import Range, uniform_1_2
 from .base import Task, evaluation_generator, seed_generators
 
@@ -158,7 +159,7 @@ class ArithmeticTask(Task):
         """op(a, b) per seed: x (S or 1, N, [T,] in) -> (S, N, 1); sums run over time steps too."""
         if self.recurrent:
             x = x.sum(dim=-2)
-        ab = x @ self._masks.to(x.dtype).transpose(-1, -2)  # (S, N, 2)
+        ab = matmul(x, self._masks.to(x.dtype).transpose(-1, -2))  # (S, N, 2)
         return self.op(ab[..., 0:1], ab[..., 1:2])
 
     def _shape(self, batch: int, length: int) -> tuple[int, ...]:
