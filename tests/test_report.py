@@ -98,7 +98,7 @@ def test_report_tables_published_and_figures(store_path, tmp_path):
     assert "| a − b | 45.6 |" in text and "lstm: hidden size 16" in text
     # unfinished runs at the end
     tail = text[text.index("## In progress"):]
-    assert "`arithmetic/nalu-nalu/add`" in tail and "evaluated up to step 50 of 99" in tail
+    assert "`arithmetic/nalu-nalu/add`" in tail and "checkpointed at step 50 of 99" in tail
     for name in ("figure1_identity.png", "success_rates.png", "success_rates_2.png"):
         data = (out.parent / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 1000

@@ -362,9 +362,9 @@ def _arithmetic_setting(setting: dict, index: int, folder: Path) -> list[str]:
 def _in_progress(store: Store, running: list[dict]) -> list[str]:
     lines = ["## In progress", "", "Unfinished runs (the same command resumes them from their last checkpoint):", ""]
     for r in running:
-        steps = [c["step"] for c in store.curves(r["key"])]
+        step = store.checkpoint_step(r["key"])
         its = r["config"]["train"]["iterations"]
-        done = f"evaluated up to step {max(steps):,} of {its:,}" if steps else f"no evaluation yet (of {its:,} steps)"
+        done = f"checkpointed at step {step:,} of {its:,}" if step is not None else f"not started (of {its:,} steps)"
         lines.append(f"- `{r['name']}` ({_describe(r['config'])}): {done}")
     return lines + [""]
 
@@ -379,7 +379,7 @@ def write_report(store_path: str | Path, out_path: str | Path) -> Path:
         raise DataError(f"results store {store_path} not found; make results first, e.g. "
                         f"`nalm reproduce --profile quick --store {store_path}`")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with Store(store_path) as store:
+    with Store(store_path, readonly=True) as store:
         done, running = store.runs(), store.runs(status="running")
         lines = ["# nalm results", "",
                  f"Store `{store_path}`: {len(done)} finished run(s), {len(running)} in progress; "

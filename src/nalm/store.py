@@ -65,17 +65,22 @@ def _nan_to_none(v):
 
 
 class Store:
-    """A results database in one SQLite file (created with its folder when missing)."""
+    """A results database in one SQLite file (created with its folder when missing, unless ``readonly``)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if readonly and not self.path.is_file():
+            raise DataError(f"results store {self.path} not found")
         try:
-            self.conn = sqlite3.connect(self.path, timeout=60)
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            with self.conn:
-                self.conn.executescript(_SCHEMA)
+            if readonly:
+                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(self.path, timeout=60)
+                self.conn.execute("PRAGMA foreign_keys = ON")
+                self.conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writing workers
+                with self.conn:
+                    self.conn.executescript(_SCHEMA)
             version = self.conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
         except sqlite3.DatabaseError as e:
             raise DataError(f"{self.path} is not a nalm results database ({e})") from None
@@ -127,7 +132,8 @@ class Store:
             return row[0], torch.load(io.BytesIO(row[1]), weights_only=True)
         except Exception as e:  # a damaged blob: say so rather than resume from garbage
             raise DataError(f"the checkpoint of run {key} in {self.path} is unreadable ({e}); "
-                            f"delete it with `nalm clean --checkpoints` to restart that run") from None
+                            f"restart that run from the beginning with: sqlite3 {self.path} "
+                            f"\"DELETE FROM checkpoints WHERE key = '{key}'\"") from None
 
     def finish_run(self, key: str, seed_rows: list[dict], summary: dict, seconds: float,
                    artifacts: dict[str, object] | None = None, curve_rows: Iterable[Sequence] = ()) -> None:
@@ -147,9 +153,10 @@ class Store:
                               (json.dumps(summary), seconds, time.time(), key))
             self.conn.execute("DELETE FROM checkpoints WHERE key = ?", (key,))
 
-    def delete_checkpoints(self) -> int:
-        with self.conn:
-            return self.conn.execute("DELETE FROM checkpoints").rowcount
+    def checkpoint_step(self, key: str) -> int | None:
+        """The step of a run's latest checkpoint, without loading it."""
+        row = self.conn.execute("SELECT step FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
 
     # -- reading -------------------------------------------------------------------------------------------------
     def runs(self, experiment: str | None = None, status: str | None = "done") -> list[dict]:
