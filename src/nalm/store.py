@@ -136,12 +136,12 @@ class Store:
                             f"\"DELETE FROM checkpoints WHERE key = '{key}'\"") from None
 
     def finish_run(self, key: str, seed_rows: list[dict], summary: dict, seconds: float,
-                   artifacts: dict[str, object] | None = None, curve_rows: Iterable[Sequence] = ()) -> None:
-        """Store the final per-seed rows, summary and artifacts, and drop the checkpoint: one transaction."""
+                   artifacts: dict[str, object] | None = None) -> None:
+        """Store the final per-seed rows, summary and artifacts, and drop the checkpoint: one transaction.
+
+        The curves are already in: each checkpoint wrote those evaluated since the one before.
+        """
         with self.conn:
-            self.conn.executemany(f"INSERT OR REPLACE INTO curves (key, {', '.join(CURVE_COLUMNS)}) "
-                                  f"VALUES (?, ?, ?, ?, ?, ?)",
-                                  [(key, *map(_nan_to_none, r)) for r in curve_rows])
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO seeds (key, seed, {', '.join(SEED_COLUMNS)}) "
                 f"VALUES (?, ?, {', '.join('?' * len(SEED_COLUMNS))})",
