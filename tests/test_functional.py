@@ -182,7 +182,8 @@ def test_regularisers_values():
     assert F.sparsity_error(w).item() == pytest.approx(0.5)
     assert F.sparsity_error(torch.tensor([[1.0, -1.0, 0.0]], dtype=F64)).item() == 0.0
     stacked = torch.stack([w, -w, w * 0])
-    torch.testing.assert_close(F.nau_sparsity(stacked), torch.stack([F.nau_sparsity(w)] * 2 + [torch.tensor(0.0, dtype=F64)]))
+    expected = torch.stack([F.nau_sparsity(w), F.nau_sparsity(w), torch.tensor(0.0, dtype=F64)])
+    torch.testing.assert_close(F.nau_sparsity(stacked), expected)
     assert F.sparsity_error(stacked).shape == (3,)
 
 
