@@ -14,13 +14,21 @@ from nalm.train import DEFAULT_REGULARIZERS, Hooks, make_optimizer, training_ste
 STEPS = 100
 
 
-@pytest.mark.parametrize("model_name, op", [("nau-nmu", "mul"), ("nalu-nalu", "add"), ("relu6", "add")])
-def test_batched_losses_equal_reference_losses(model_name, op):
+# The NALU runs on the 4-input sum: on the 100-input product its loss is ~10⁶ and two float64 trajectories that
+# differ only in the summation order of a matrix product (torch's kernel for one model, numpy's for the stack)
+# separate within ~10 Adam steps — the NALU's ill-conditioning, not a difference in what is computed.
+CASES = [("nau-nmu", {"operation": "mul", "input_size": 100}),
+         ("nalu-nalu", {"operation": "add", "input_size": 4, "subsets": "0:2,0:4"}),
+         ("relu6", {"operation": "add", "input_size": 100})]
+
+
+@pytest.mark.parametrize("model_name, task_options", CASES)
+def test_batched_losses_equal_reference_losses(model_name, task_options):
     seeds = [0, 1, 2]
-    config = ArithmeticConfig(operation=op, input_size=100)
+    config = ArithmeticConfig(**task_options)
     task = ArithmeticTask(config, seeds)
     # float64, so that what is compared is the computation, not float32 rounding amplified by exp and Adam.
-    build = {"name": model_name, "input_size": 100, "output_size": 1, "dtype": torch.float64}
+    build = {"name": model_name, "input_size": config.input_size, "output_size": 1, "dtype": torch.float64}
     model = build_model(num_seeds=len(seeds), **build)
     model.reset_parameters(torch_generators(seeds, "init"))
     singles = [seed_copy(model, model_name, i, **{k: v for k, v in build.items() if k != "name"})

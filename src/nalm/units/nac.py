@@ -116,4 +116,5 @@ class NALU(_NACWeights):
             g = torch.sigmoid(F.linear(x, self.G))  # (*S, B, out)
         else:
             g = torch.sigmoid(self.g_hat)  # (*S, 1, out)
-        return F.nalu(x, self.weight, self.weight_mul, g, self.eps)
+        w = self.weight
+        return F.nalu(x, w, w if self.tied else self.weight_mul, g, self.eps)
