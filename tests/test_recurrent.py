@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import nalm
+from nalm import ConfigError, RecurrentCell, ShapeError
 from nalm.units import unit_class
 
 F64 = torch.float64
@@ -194,3 +195,12 @@ def test_cell_passes_options_to_its_unit():
     assert cell.unit.gate == "independent" and cell.unit.eps == 1e-5
     single = cell.seed_module(1)
     assert single.unit.gate == "independent" and single.unit.eps == 1e-5
+
+
+def test_cell_rejects_bad_sizes_and_non_tensors():
+    with pytest.raises(ConfigError, match="input_size"):
+        RecurrentCell("nau", True, 1)
+    with pytest.raises(ConfigError, match="hidden_size"):
+        RecurrentCell("nau", 2, 0)
+    with pytest.raises(ShapeError, match="tensors"):
+        RecurrentCell("nau", 2, 1)([[1.0, 2.0]])

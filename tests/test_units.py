@@ -608,3 +608,9 @@ def test_inalu_caps_the_log_path_at_omega():
         unit.g_hat.fill_(-50.0)
     y = unit(torch.tensor([[1e5, -1e5]], dtype=F64))
     torch.testing.assert_close(y, torch.tensor([[-math.exp(20.0)]], dtype=F64), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-7, float("inf"), float("nan"), True])
+def test_eps_must_be_positive_and_finite(eps):
+    with pytest.raises(nalm.ConfigError, match="eps"):
+        nalm.get_unit("nalu", 2, 1, eps=eps)

@@ -174,7 +174,7 @@ def _dispatch(args) -> int:
         from .units import list_units, unit_class, unit_options
 
         for name in list_units():
-            doc = (unit_class(name).__doc__ or "").strip().splitlines()[0]
+            doc = " ".join((unit_class(name).__doc__ or "").strip().split("\n\n")[0].split())
             opts = ", ".join(f"{k}={v!r}" for k, v in unit_options(name).items()) or "-"
             print(f"{name:8s} {doc}\n{'':8s} options: {opts}")
         return 0

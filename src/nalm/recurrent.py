@@ -23,8 +23,9 @@ class RecurrentCell(nn.Module):
     def __init__(self, unit: str, input_size: int, hidden_size: int, *, num_seeds: int | None = None,
                  initial_state: float | None = None, device=None, dtype=None, **options) -> None:
         super().__init__()
-        if not isinstance(input_size, int) or input_size < 1:
-            raise ConfigError(f"RecurrentCell: input_size must be a positive integer, got {input_size!r}")
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"RecurrentCell: {name} must be a positive integer, got {value!r}")
         self.unit_name = unit
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -49,6 +50,8 @@ class RecurrentCell(nn.Module):
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         """One step: x (*S, B, input_size), h (*S, B, hidden_size) or None for the initial state."""
+        if not isinstance(x, Tensor) or not (h is None or isinstance(h, Tensor)):
+            raise ShapeError(f"RecurrentCell expects tensors, got x: {type(x).__name__}, h: {type(h).__name__}")
         if h is None:
             h = self.zero_state(x.shape[-2] if x.dim() >= 2 else 1)
         if x.shape[:-1] != h.shape[:-1] or x.shape[-1] != self.input_size:

@@ -124,8 +124,8 @@ class ArithmeticUnit(nn.Module):
 
 
 def check_positive(unit: str, name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ConfigError(f"{unit}: {name} must be a positive number, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise ConfigError(f"{unit}: {name} must be a positive finite number, got {value!r}")
     return float(value)
 
 
