@@ -14,17 +14,18 @@ from nalm.train import DEFAULT_REGULARIZERS, Hooks, make_optimizer, training_ste
 STEPS = 100
 
 
-# The NALU runs on the 4-input sum: on the 100-input product its loss is ~10⁶ and two float64 trajectories that
-# differ only in the summation order of a matrix product (torch's kernel for one model, numpy's for the stack)
-# separate within ~10 Adam steps — the NALU's ill-conditioning, not a difference in what is computed.
-CASES = [("nau-nmu", {"operation": "mul", "input_size": 100}),
-         ("nalu-nalu", {"operation": "add", "input_size": 4, "subsets": "0:2,0:4"}),
-         ("relu6", {"operation": "add", "input_size": 100})]
+# The NALU's second layer takes log(|h| + ε) of the hidden values, whose gradient is ~1/|h|: in a seed whose hidden
+# values pass near 0, a difference in the last bit (torch's matrix kernel for one model, numpy's for the stack) is
+# amplified step after step, and two float64 trajectories part within ~30 steps (we saw it at min |h| ≈ 3e-5,
+# while seeds with |h| ≥ 0.1 agree to 1e-16). That is the NALU's singularity, not a difference in what is
+# computed; so the NALU runs on seeds whose hidden values stay away from 0, and the test checks that they do.
+CASES = [("nau-nmu", {"operation": "mul", "input_size": 100}, [0, 1, 2]),
+         ("nalu-nalu", {"operation": "add", "input_size": 4, "subsets": "0:2,0:4"}, [0, 1, 3]),
+         ("relu6", {"operation": "add", "input_size": 100}, [0, 1, 2])]
 
 
-@pytest.mark.parametrize("model_name, task_options", CASES)
-def test_batched_losses_equal_reference_losses(model_name, task_options):
-    seeds = [0, 1, 2]
+@pytest.mark.parametrize("model_name, task_options, seeds", CASES)
+def test_batched_losses_equal_reference_losses(model_name, task_options, seeds):
     config = ArithmeticConfig(**task_options)
     task = ArithmeticTask(config, seeds)
     # float64, so that what is compared is the computation, not float32 rounding amplified by exp and Adam.
@@ -44,6 +45,9 @@ def test_batched_losses_equal_reference_losses(model_name, task_options):
         x, y, _ = task.sample(bitgens, 128)
         x, y = x.double(), y.double()
         batches.append((x, y))
+        if model_name == "nalu-nalu":
+            with torch.no_grad():
+                assert model[0](x).abs().min() > 1e-2, "a hidden value came near the NALU's log singularity"
         batched_losses.append(training_step(model, optimizer, x, y, step, hooks, alive))
     batched_losses = torch.stack(batched_losses)  # (steps, S)
 

@@ -70,6 +70,11 @@ def _num(v, fmt: str = ".1f") -> str:
     return "inf" if math.isinf(v) else format(v, fmt)
 
 
+def _score(v) -> str:
+    """A normalised error: one decimal, or scientific notation once it passes 10⁴ (a diverging model)."""
+    return _num(v, ".1e" if v is not None and math.isfinite(v) and abs(v) >= 1e4 else ".1f")
+
+
 def _rate(s: dict) -> str:
     if s.get("success_rate") is None:
         return "n/a"
@@ -321,7 +326,7 @@ def _arithmetic_setting(setting: dict, index: int, folder: Path) -> list[str]:
     for split in ("interpolation", "extrapolation"):
         lines += [f"**Table 1, {split}** (normalised error, median over seeds; 0 perfect, 100 random)", ""]
         lines += _table(["operation", *labels], [[OP_LABELS.get(op, op)] + [
-            cell(lab, op, lambda s: _num(s.get(f"normalized_{split}_error"))) for lab in labels] for op in ops])
+            cell(lab, op, lambda s: _score(s.get(f"normalized_{split}_error"))) for lab in labels] for op in ops])
 
     lines += ["**Success rate** (Madsen & Johansen; Wilson 95 % interval)", ""]
     lines += _table(["model", *(OP_LABELS.get(op, op) for op in ops)],

@@ -169,6 +169,13 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
     return loss.detach()
 
 
+def _plain(state):
+    """A bit generator's state with its numpy arrays as lists, so that a weights-only checkpoint can hold it."""
+    if isinstance(state, dict):
+        return {k: _plain(v) for k, v in state.items()}
+    return state.tolist() if isinstance(state, np.ndarray) else state
+
+
 class _Progress:
     """A tqdm bar on a terminal (when tqdm is installed); silent otherwise."""
 
@@ -252,7 +259,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, threshold: float
         if store is None or key is None:
             return
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "rng": [g.state for g in bitgens], "bookkeeping": st}
+                 "rng": [_plain(g.state) for g in bitgens], "bookkeeping": st}
         store.save_checkpoint(key, step, state, unsaved)
         unsaved.clear()
 
