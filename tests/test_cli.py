@@ -30,6 +30,9 @@ def run_cli(args, capsys):
     (["reproduce", "--only", "tables"], "unknown group(s) tables"),
     (["run", "arithmetic", "--threads", "0"], "--threads must be at least 1"),
     (["frobnicate"], "invalid choice"),
+    (["bench", "throughput", "--repeat", "0"], "--repeat must be positive"),
+    (["bench", "throughput", "--seeds", "10,x"], "--seeds must be comma-separated integers"),
+    (["bench", "throughput", "--units", "nau-foo"], "unknown model 'nau-foo'"),
 ])
 def test_usage_errors_exit_2_and_name_the_problem(args, needle, capsys, tmp_path):
     args = args[:1] + (["--store", str(tmp_path / "s.sqlite")] if args[0] == "reproduce" else []) + args[1:]
@@ -67,3 +70,16 @@ def test_export_and_units(capsys, tmp_path):
     assert {r["seed"] for r in rows} == {0, 1} and rows[0]["name"] == "arithmetic/nac-nac/add"
     code, out, _ = run_cli(["units"], capsys)
     assert code == 0 and "nmu" in out and "gate='input'" in out
+
+
+def test_bench_throughput_json_rows(capsys):
+    # Tiny and untimed: what is checked is the shape of the output, never the speed.
+    code, out, _ = run_cli(["bench", "throughput", "--units", "nau-nmu", "--seeds", "3", "--steps", "20", "--json"],
+                           capsys)
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["mode"], r["seeds"]) for r in rows] == [("reference", 1), ("batched", 3)]
+    for r in rows:
+        assert set(r) == {"mode", "model", "seeds", "processes", "threads", "seed_iterations_per_s", "peak_rss_mb"}
+        assert r["model"] == "nau-nmu" and r["processes"] == 1 and r["threads"] == 1
+        assert r["seed_iterations_per_s"] > 0 and r["peak_rss_mb"] > 0

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--seeds", default="1,10,100,1000", help="seed counts of the batched trainer (default 1,10,100,1000)")
     bt.add_argument("--steps", type=int, default=2000, help="training steps per measurement (default 2000)")
     bt.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    bt.add_argument("--repeat", type=int, default=1,
+                    help="measure each row this many times, each in a fresh process, and keep the fastest "
+                         "(default 1; use 3 or more on a machine shared with other work)")
     bt.add_argument("--json", action="store_true", help="print a JSON list")
     return parser
 
