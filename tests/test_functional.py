@@ -208,3 +208,16 @@ def test_cores_broadcast_over_seeds(core):
     assert stacked.shape == (S, 5, 2)
     for i in range(S):
         torch.testing.assert_close(stacked[i], fns[core](i), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("floor", [False, True])
+def test_log_magnitude_numpy_and_torch_paths_agree(floor):
+    x = torch.tensor([[-2.0, -1e-9, 0.0, 1e-9, 3.0]], dtype=F64)
+    expected = torch.log(x.abs().clamp_min(1e-7) if floor else x.abs() + 1e-7)
+    fast = F.log_magnitude(x, 1e-7, floor=floor)  # no gradient needed: the numpy path
+    assert torch.equal(x, torch.tensor([[-2.0, -1e-9, 0.0, 1e-9, 3.0]], dtype=F64))  # input untouched
+    torch.testing.assert_close(fast, expected, rtol=1e-15, atol=0)
+    xg = x.clone().requires_grad_()
+    torch.testing.assert_close(F.log_magnitude(xg, 1e-7, floor=floor), expected, rtol=1e-15, atol=0)
+    assert torch.autograd.gradcheck(lambda t: F.log_magnitude(t, 1e-7, floor=floor),
+                                    (torch.tensor([[-2.0, 0.5, 3.0]], dtype=F64, requires_grad=True),))
