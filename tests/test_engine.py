@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -198,3 +199,50 @@ def test_kill_dash_9_then_same_command_resumes(tmp_path):
         query = "SELECT seed, extrapolation_mse, interpolation_mse, best_step FROM seeds ORDER BY seed"
         assert k.execute(query).fetchall() == c.execute(query).fetchall()
         assert k.execute("SELECT COUNT(*) FROM curves").fetchone() == c.execute("SELECT COUNT(*) FROM curves").fetchone()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is a Linux feature")
+def test_reproduce_workers_die_with_a_killed_parent(tmp_path):
+    """`kill -9` of `nalm reproduce` must not leave its worker processes training on as orphans."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    def children(pid: int) -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid and b"resource_tracker" not in cmd:  # fields[1]: the parent's pid
+                found.append(int(entry))
+        return found
+
+    proc = subprocess.Popen([sys.executable, "-m", "nalm.cli", "reproduce", "--profile", "quick", "--only", "identity",
+                             "--jobs", "1", "--no-progress", "--store", str(tmp_path / "s.sqlite")],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (workers := children(proc.pid)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert workers, "reproduce started no worker"
+    time.sleep(1.0)  # let the worker get going
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    def running(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie has ended
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 20
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [w for w in alive if running(w)]
+    assert not alive, f"worker(s) {alive} outlived the killed parent"

@@ -87,6 +87,21 @@ def specs(profile: str, only: str | None = None) -> list[RunSpec]:
     return [s for g in groups for s in grid[g]]
 
 
+def _die_with_parent() -> None:
+    """Worker initialiser: on Linux, ask the kernel to end this worker when ``reproduce`` itself is killed (even by
+    SIGKILL), so that no orphan trains on; what it finished is already in the store, and the next ``reproduce``
+    resumes the rest from its checkpoint."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+
 def _worker(spec: RunSpec, store_path: str) -> tuple[str, dict]:
     set_threads(1)
     with Store(store_path) as store:
@@ -108,7 +123,7 @@ def reproduce(profile: str, store_path: str, *, only: str | None = None, jobs: i
             pass
     print(f"reproduce --profile {profile}: {len(todo)} configurations, {jobs} worker process(es)", file=sys.stderr)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_die_with_parent) as pool:
         futures = [pool.submit(_worker, s, store_path) for s in todo]
         for f in as_completed(futures):
             name, summary = f.result()
