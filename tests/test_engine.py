@@ -233,6 +233,7 @@ def test_reproduce_workers_die_with_a_killed_parent(tmp_path):
     time.sleep(1.0)  # let the worker get going
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
     def running(pid: int) -> bool:
         try:
             with open(f"/proc/{pid}/stat") as f:
