@@ -27,7 +27,7 @@ def run_cli(args, capsys):
     (["run", "arithmetic", "--op", "root", "--extrapolation-range=-6,-2"], "non-negative"),
     (["run", "arithmetic", "--regularizer", "nmu=10"], "cannot parse regulariser"),
     (["run", "identity", "--activation", "swish"], "unknown activation 'swish'"),
-    (["reproduce", "--only", "tables"], "unknown group(s) tables"),
+    (["reproduce", "--only", "tables"], "unknown experiment(s) tables"),
     (["run", "arithmetic", "--threads", "0"], "--threads must be at least 1"),
     (["frobnicate"], "invalid choice"),
     (["bench", "throughput", "--repeat", "0"], "--repeat must be positive"),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nalm.experiments import RunSpec, build, run
+from nalm.experiments import RunSpec, run
 from nalm.models import build_model
 from nalm.store import Store, config_key
 from nalm.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
@@ -90,8 +90,9 @@ def test_diverging_seed_does_not_disturb_the_others():
         task_cls = PoisonedTask if poisoned else ArithmeticTask
         extra = {"victim": 1, "after": 150} if poisoned else {}
         task = task_cls(config, cfg.seed_ids, **extra)
+        task.threshold = 1e-3
         model = build_model("nau-nau", 10, num_seeds=3)
-        results.append(train(model, task, cfg, threshold=1e-3).records)
+        results.append(train(model, task, cfg).records)
     clean, poisoned = results
     assert poisoned[1]["diverged"] and not poisoned[1]["success"] and poisoned[1]["diverged_at"] == 200
     for i in (0, 2):
@@ -102,7 +103,8 @@ def test_diverging_seed_does_not_disturb_the_others():
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     """Interrupt a run after its checkpoint at step 200, resume it: the final numbers equal an uninterrupted run's."""
     spec = small_spec(iterations=500)
-    task, model, threshold = build(spec)
+    config = spec.task_config()
+    task, model = spec.exp.task(config, spec.train.seed_ids), spec.exp.model(config, spec.model, spec.train.seeds)
     key = config_key(spec.resolved())
 
     class Killed(Exception):
@@ -119,7 +121,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
 
         store.save_checkpoint = save_then_die
         with pytest.raises(Killed):
-            train(model, task, spec.train, threshold=threshold, store=store, key=key)
+            train(model, task, spec.train, store=store, key=key)
         assert store.load_checkpoint(key)[0] == 200
         assert {r["step"] for r in store.curves(key)} == {0, 100, 200}
         store.save_checkpoint = original
@@ -201,49 +203,66 @@ def test_kill_dash_9_then_same_command_resumes(tmp_path):
         assert k.execute("SELECT COUNT(*) FROM curves").fetchone() == c.execute("SELECT COUNT(*) FROM curves").fetchone()
 
 
+def _processes_with(marker: bytes) -> list[int]:
+    """Live (not zombie) processes whose environment holds ``marker``: a process and everything it started."""
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker not in f.read():
+                    continue
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+# The parent-death signal (prctl) and /proc are Linux features; elsewhere the test has nothing to check.
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is a Linux feature")
-def test_reproduce_workers_die_with_a_killed_parent(tmp_path):
-    """`kill -9` of `nalm reproduce` must not leave its worker processes training on as orphans."""
+@pytest.mark.parametrize("moment", ["at once", "during start-up", "workers started", "mid-training"])
+def test_reproduce_leaves_no_process_behind_when_killed(tmp_path, moment):
+    """`kill -9` of `nalm reproduce` at any moment, from start-up to mid-training, must leave no process of ours
+    behind: no worker training on as an orphan, no resource tracker waiting on a dead parent."""
     import os
     import signal
+    import sqlite3
     import subprocess
     import time
+    import uuid
 
-    def children(pid: int) -> list[int]:
-        found = []
-        for entry in os.listdir("/proc"):
+    marker = f"NALM_TEST_MARKER={uuid.uuid4().hex}"
+    store = tmp_path / "s.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "nalm", "reproduce", "--profile", "quick", "--only", "identity",
+                             "--jobs", "2", "--no-progress", "--store", str(store)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1", marker.split("=")[0]: marker.split("=")[1]},
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    if moment == "during start-up":
+        time.sleep(0.3)
+    elif moment == "workers started":
+        while len(_processes_with(marker.encode())) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+    elif moment == "mid-training":
+        step = 0
+        while not step and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmd = f.read()
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == pid and b"resource_tracker" not in cmd:  # fields[1]: the parent's pid
-                found.append(int(entry))
-        return found
-
-    proc = subprocess.Popen([sys.executable, "-m", "nalm.cli", "reproduce", "--profile", "quick", "--only", "identity",
-                             "--jobs", "1", "--no-progress", "--store", str(tmp_path / "s.sqlite")],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not (workers := children(proc.pid)) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert workers, "reproduce started no worker"
-    time.sleep(1.0)  # let the worker get going
+                with sqlite3.connect(store) as conn:
+                    step = conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
+            except sqlite3.Error:
+                pass
+        assert step, "no run reached its first checkpoint"
+    assert proc.poll() is None, "reproduce ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-
-    def running(pid: int) -> bool:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie has ended
-        except OSError:
-            return False
-
-    deadline = time.monotonic() + 20
-    alive = workers
-    while alive and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+    while (left := _processes_with(marker.encode())) and time.monotonic() < deadline:
         time.sleep(0.1)
-        alive = [w for w in alive if running(w)]
-    assert not alive, f"worker(s) {alive} outlived the killed parent"
+    assert not left, f"process(es) {left} outlived the killed reproduce ({moment})"

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from nalm.metrics import normalized_error, success_threshold, summarize, wilson_interval
-from nalm.tasks.arithmetic import ArithmeticConfig
+from nalm.tasks.arithmetic import ArithmeticConfig, RecurrentArithmeticConfig
 
 N = 100_000  # Monte Carlo rows in threshold tests (relative MC s.d. ≈ 0.5 % for sub/div, < 0.1 % for the others)
 PUBLISHED = dict(add=1.4786e-5, sub=1.3844e-8, mul=0.16001, div=4.938e-12, squared=0.15947, root=8.955e-9)
@@ -94,7 +94,7 @@ def test_threshold_negative_and_union_ranges(op, rng):
 
 
 def test_threshold_recurrent():
-    cfg = ArithmeticConfig(operation="add", input_size=10, subsets="0:3,2:6", test_length=20)
+    cfg = RecurrentArithmeticConfig(operation="add", input_size=10, subsets="0:3,2:6", test_length=20)
     static = success_threshold(cfg, samples=20_000)
     recurrent = success_threshold(cfg, samples=2_000, recurrent=True)
     assert recurrent > static

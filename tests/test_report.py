@@ -53,7 +53,7 @@ def _identity(store, activation, mae_outside, **task):
     summary = {"seeds": 3, "diverged": 0, "normalized_interpolation_error": 1.0,
                "normalized_extrapolation_error": 50.0, "mae_inside": 0.01, "mae_outside": mae_outside, "seconds": 1}
     spec = RunSpec("identity", activation, task, TrainConfig(iterations=500, seeds=3, learning_rate=1e-2,
-                                                             regularizers={}), 8)
+                                                             regularizers={}))
     _add(store, spec, _records(3), {"error_curve": curve}, summary)
 
 
@@ -66,11 +66,12 @@ def store_path(tmp_path):
         _add(store, _static("nau-nau", "add"), _records(4, success=4, extrap=(0.1234, 1.0)))  # 12.3
         _add(store, _static("nau-nmu", "mul"), _records(4, success=1))
         _add(store, _static("relu6", "add"), _records(4, diverged=3))
-        rec = RunSpec("arithmetic-recurrent", "lstm", {"operation": "sub"},
-                      TrainConfig(iterations=300, seeds=4), hidden_size=16)
+        rec = RunSpec("arithmetic-recurrent", "lstm", {"operation": "sub", "hidden_size": 16},
+                      TrainConfig(iterations=300, seeds=4))
         _add(store, rec, _records(4, extrap=(0.456, 1.0)))
         key = _add(store, _static("nalu-nalu", "add", iterations=99), finish=False)  # in progress
-        store.save_checkpoint(key, 50, {}, [(0, 50, 1.0, 2.0, 0.3), (1, 50, 1.0, 2.0, 0.3)])
+        store.save_checkpoint(key, 50, {}, [{"seed": s, "step": 50, "interpolation_mse": 1.0,
+                                             "extrapolation_mse": 2.0, "sparsity_error": 0.3} for s in (0, 1)])
     return path
 
 
@@ -99,7 +100,7 @@ def test_report_tables_published_and_figures(store_path, tmp_path):
     # unfinished runs at the end
     tail = text[text.index("## In progress"):]
     assert "`arithmetic/nalu-nalu/add`" in tail and "checkpointed at step 50 of 99" in tail
-    for name in ("figure1_identity.png", "success_rates.png", "success_rates_2.png"):
+    for name in ("figure1_identity.png", "success_rates_arithmetic.png", "success_rates_arithmetic-recurrent.png"):
         data = (out.parent / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 1000
         assert f"({name})" in text
@@ -127,7 +128,8 @@ def test_hyperparameters_split_columns_not_settings(tmp_path):
     path = tmp_path / "h.sqlite"
     with Store(path) as store:
         for h, e in ((2, 0.1), (4, 0.2)):
-            spec = RunSpec("arithmetic", "nau-nau", {"operation": "add"}, TrainConfig(iterations=10, seeds=2), h)
+            spec = RunSpec("arithmetic", "nau-nau", {"operation": "add", "hidden_size": h},
+                           TrainConfig(iterations=10, seeds=2))
             _add(store, spec, _records(2, extrap=(e, 1.0)))
     text = write_report(path, tmp_path / "r.md").read_text()
     assert text.count("### static") == 1

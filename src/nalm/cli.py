@@ -1,107 +1,153 @@
-"""The ``nalm`` command line. ``nalm --help`` and ``nalm COMMAND --help`` explain every option."""
+"""The ``nalm`` command line. ``nalm --help`` and ``nalm COMMAND --help`` explain every option.
+
+``nalm run``, ``nalm sample``, ``nalm reproduce --only``, ``nalm report --only`` and ``nalm export --experiment`` are
+generated from the experiment registry (:mod:`nalm.experiments`): each experiment's config dataclass gives the task
+options (a field's ``metadata`` may add ``help``, ``choices`` and extra ``flags``), its ``train_defaults`` the
+training defaults. No experiment is named here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 
-from .errors import NalmError
+from .errors import ConfigError, NalmError
 
 DEFAULT_STORE = os.path.join("results", "nalm.sqlite")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with exit code 2 and the error on stderr for every usage error (argparse's own convention)."""
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"results database (default: {DEFAULT_STORE})")
-    p.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads of this process (default 1: faster for models this small; "
-                        "use --jobs in reproduce to fill more cores)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
 
 
-def _add_train(p: argparse.ArgumentParser, iterations: int, lr: float) -> None:
+def _add_task_options(p: argparse.ArgumentParser, config_cls) -> None:
+    """One option per field of an experiment's config dataclass (dest ``task__<field>``, unset unless given)."""
+    g = p.add_argument_group("task options")
+    for f in dataclasses.fields(config_cls):
+        default = _default(f)
+        flags = [f"--{f.name.replace('_', '-')}", *f.metadata.get("flags", ())]
+        text = f"{f.metadata.get('help', f.name.replace('_', ' '))} (default {default})"
+        kwargs: dict = {"dest": f"task__{f.name}", "default": None, "help": text, "metavar": f.name.upper()}
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+            del kwargs["metavar"]
+        elif isinstance(default, tuple):
+            kwargs.update(type=_int_tuple, metavar="N,N,...")
+        else:
+            kwargs["type"] = type(default) if isinstance(default, (int, float)) else str
+            if f.metadata.get("choices"):
+                kwargs["choices"] = list(f.metadata["choices"])
+                del kwargs["metavar"]
+        g.add_argument(*flags, **kwargs)
+
+
+def _task_options(args) -> dict:
+    return {k[len("task__"):]: v for k, v in vars(args).items() if k.startswith("task__") and v is not None}
+
+
+def _add_common(p: argparse.ArgumentParser, *, store: bool = True, device: bool = False) -> None:
+    if store:
+        p.add_argument("--store", default=DEFAULT_STORE, help=f"results database (default: {DEFAULT_STORE})")
+    if device:
+        p.add_argument("--device", default="cpu",
+                       help="cpu (default), cuda, cuda:N, or auto (CUDA when present); a model on CUDA uses torch "
+                            "throughout (the numpy fast paths are CPU-only)")
+
+
+def _add_train(p: argparse.ArgumentParser, exp) -> None:
+    from .train import TrainConfig
+
+    d = {f.name: _default(f) for f in dataclasses.fields(TrainConfig)}
+    d.update(exp.train_defaults)
     g = p.add_argument_group("training")
-    g.add_argument("--seeds", type=int, default=10, help="number of seeds, trained together (default 10)")
-    g.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+SEEDS-1 (default 0)")
-    g.add_argument("--iterations", type=int, default=iterations, help=f"training steps (default {iterations})")
-    g.add_argument("--batch-size", type=int, default=128, help="rows per seed per step (default 128)")
-    g.add_argument("--learning-rate", type=float, default=lr, help=f"Adam learning rate (default {lr})")
-    g.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations (default 1000)")
+    g.add_argument("--seeds", type=int, default=d["seeds"], help=f"number of seeds, trained together (default {d['seeds']})")
+    g.add_argument("--first-seed", type=int, default=d["first_seed"], help="seeds are FIRST..FIRST+SEEDS-1 (default 0)")
+    g.add_argument("--iterations", type=int, default=d["iterations"], help=f"training steps (default {d['iterations']})")
+    g.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"rows per seed per step (default {d['batch_size']})")
+    g.add_argument("--learning-rate", type=float, default=d["learning_rate"],
+                   help=f"learning rate (default {d['learning_rate']})")
+    g.add_argument("--optimizer", choices=["adam", "rmsprop", "sgd"], default=d["optimizer"],
+                   help=f"optimiser (default {d['optimizer']})")
+    g.add_argument("--grad-clip", type=float, default=d["grad_clip"],
+                   help="clip each seed's gradient norm to this value, per seed (default: no clipping)")
+    g.add_argument("--eval-every", type=int, default=d["eval_every"], help=f"steps between evaluations (default {d['eval_every']})")
+    regs = ", ".join(f"{u}={r['scale']:g}:{r['start']}:{r['end']}" for u, r in d["regularizers"].items()) or "none"
     g.add_argument("--regularizer", action="append", default=[], metavar="UNIT=SCALE:START:END",
-                   help="sparsity regulariser ramp of a unit, repeatable (defaults: nau=0.01:5000:50000, "
-                        "nmu=10:1000000:2000000)")
+                   help=f"sparsity regulariser ramp of a unit, repeatable (defaults: {regs})")
     g.add_argument("--no-regularizer", action="store_true", help="switch every regulariser off")
-
-
-def _add_arithmetic(p: argparse.ArgumentParser, recurrent: bool) -> None:
-    from .tasks.arithmetic import OPERATIONS
-
-    g = p.add_argument_group("task")
-    g.add_argument("--op", choices=list(OPERATIONS), default="add", help="target operation (default add)")
-    g.add_argument("--model", default="nau-nmu",
-                   help="UNIT-UNIT (e.g. nau-nmu, nalu-nalu, nac-nac_mul) or a baseline: "
-                        + ("lstm, gru, rnn-tanh, rnn-relu" if recurrent else "relu6, relu, tanh, sigmoid, softsign, "
-                           "selu, elu, linear") + " (default nau-nmu)")
-    g.add_argument("--hidden-size", type=int, default=2, help="width of the hidden layer (default 2)")
-    g.add_argument("--input-size", type=int, help="inputs " + ("per time step (default 10)" if recurrent else
-                                                                 "(default 100)"))
-    g.add_argument("--subset-ratio", type=float, help="size of each subset as a share of the inputs (default 0.25)")
-    g.add_argument("--overlap-ratio", type=float, help="share of a subset the two subsets share (default 0.5)")
-    g.add_argument("--subsets", help="fixed subsets as Python slices, e.g. 0:2,0:4 for t = (x1+x2)(x1+x2+x3+x4)")
-    g.add_argument("--interpolation-range", help="training/validation range, e.g. 1,2 or -2,-1:1,2 (default 1,2); "
-                                                 "write --interpolation-range=-2,-1 for a negative one")
-    g.add_argument("--extrapolation-range", help="test range (default " + ("1,2: longer sequences" if recurrent
-                                                                          else "2,6") + ")")
-    if recurrent:
-        g.add_argument("--train-length", type=int, help="time steps in training and interpolation (default 10)")
-        g.add_argument("--test-length", type=int, help="time steps in extrapolation (default 100)")
+    p.set_defaults(regularizer_defaults=d["regularizers"])
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .experiments import PROFILES, get_experiment, list_experiments
 
-    parser = _Parser(prog="nalm", description="Neural arithmetic logic modules: train, benchmark and report.")
+    names = list_experiments()
+    parser = argparse.ArgumentParser(prog="nalm", description="Neural arithmetic logic modules: train, benchmark "
+                                     "and report. Experiments: " + ", ".join(names) + ".")
     parser.add_argument("--version", action="version", version=f"nalm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="train one configuration over many seeds and print its statistics")
     run_sub = run.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
-    for name, recurrent, text in (("arithmetic", False, "static arithmetic (Table 1, static; SPEC §3)"),
-                                  ("arithmetic-recurrent", True, "recurrent arithmetic (Table 1, recurrent)")):
-        p = run_sub.add_parser(name, help=text, description=text)
-        _add_arithmetic(p, recurrent)
-        _add_train(p, 50_000, 1e-3)
-        _add_common(p)
-    p = run_sub.add_parser("identity", help="Figure 1: an MLP learning the identity on [-5, 5]",
-                           description="Figure 1: a 1-8-8-8-1 MLP learns y = x on [-5, 5], tested on [-20, 20].")
-    p.add_argument("--activation", default="relu6", help="nonlinearity of the hidden layers (default relu6)")
-    _add_train(p, 10_000, 1e-2)
-    _add_common(p)
+    sample = sub.add_parser("sample", help="print examples of an experiment's data as the model receives them")
+    sample_sub = sample.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    for name in names:
+        exp = get_experiment(name)
+        models = f"; the paper's rows: {', '.join(exp.models)}" if exp.models else ""
+        p = run_sub.add_parser(name, help=exp.help, description=exp.description or exp.help)
+        p.add_argument(*exp.model_flags, dest="model", default=exp.default_model,
+                       help=f"{exp.model_help or 'model'} (default {exp.default_model}{models})")
+        _add_task_options(p, exp.Config)
+        _add_train(p, exp)
+        _add_common(p, device=True)
+        p.add_argument("--threads", type=int, default=1,
+                       help="intra-op threads of this process (default 1: faster for models this small; "
+                            "use --jobs in reproduce to fill more cores)")
+        p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
+
+        s = sample_sub.add_parser(name, help=exp.help, description=f"Examples of {name}'s data: " + (exp.description
+                                                                                                   or exp.help))
+        _add_task_options(s, exp.Config)
+        s.add_argument("--split", choices=list(exp.splits), default=exp.splits[0],
+                       help=f"which data (default {exp.splits[0]})")
+        s.add_argument("--count", type=int, default=5, help="how many examples (default 5)")
+        s.add_argument("--seed", type=int, default=0, help="the model seed whose data stream to show (default 0)")
+        s.add_argument("--json", action="store_true", help="one JSON object per line")
+        if exp.png:
+            s.add_argument("--png", metavar="FILE", help="also draw the examples into this PNG file")
 
     rep = sub.add_parser("reproduce", help="run the experiment grid of a profile (resumable)")
-    rep.add_argument("--profile", choices=["quick", "acceptance", "paper"], default="quick",
-                     help="quick: about 15 minutes on 2 cores; acceptance: the 100-seed checks of the README "
-                          "(about an hour); paper: the scale of SPEC §3 (days)")
-    rep.add_argument("--only", help="comma-separated subset of: identity, arithmetic, arithmetic-recurrent, "
-                                    "acceptance")
+    rep.add_argument("--profile", choices=list(PROFILES), default="quick",
+                     help="quick: every experiment's qualitative result (about 45 minutes on 2 cores); acceptance: "
+                          "the checks of the README (hours); paper: the paper's scale (days); the expected time is "
+                          "printed before it starts")
+    rep.add_argument("--only", metavar="EXPERIMENTS", help="comma-separated subset of: " + ", ".join(names))
     rep.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                      help="worker processes, one configuration each (default: the number of cores)")
-    rep.add_argument("--store", default=DEFAULT_STORE, help=f"results database (default: {DEFAULT_STORE})")
+    _add_common(rep, device=True)
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rp = sub.add_parser("report", help="write the Markdown report and figures from the store")
-    rp.add_argument("--store", default=DEFAULT_STORE, help=f"results database (default: {DEFAULT_STORE})")
+    _add_common(rp)
     rp.add_argument("--out", default=os.path.join("results", "report.md"), help="report path (default results/report.md)")
+    rp.add_argument("--only", metavar="EXPERIMENTS", help="comma-separated subset of: " + ", ".join(names))
 
     ex = sub.add_parser("export", help="write every finished run × seed as CSV or JSON")
     ex.add_argument("path", help="output file; the format follows its suffix (.csv or .json)")
-    ex.add_argument("--store", default=DEFAULT_STORE, help=f"results database (default: {DEFAULT_STORE})")
+    _add_common(ex)
+    ex.add_argument("--experiment", action="append", choices=names, help="only this experiment (repeatable)")
 
     sub.add_parser("units", help="list the registered units and their options")
 
@@ -115,34 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--repeat", type=int, default=1,
                     help="measure each row this many times, each in a fresh process, and keep the fastest "
                          "(default 1; use 3 or more on a machine shared with other work)")
+    _add_common(bt, store=False, device=True)
     bt.add_argument("--json", action="store_true", help="print a JSON list")
     return parser
 
 
-def _train_config(args, regularizers_default: bool = True):
+def _train_config(args):
     from dataclasses import asdict
 
-    from .train import DEFAULT_REGULARIZERS, Regularizer, TrainConfig
+    from .train import Regularizer, TrainConfig
 
-    regs = {} if args.no_regularizer or not regularizers_default else {k: asdict(v) for k, v in
-                                                                       DEFAULT_REGULARIZERS.items()}
+    regs = {} if args.no_regularizer else dict(args.regularizer_defaults)
     for text in args.regularizer:
         unit, r = Regularizer.parse(text)
         regs[unit] = asdict(r)
     return TrainConfig(iterations=args.iterations, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       eval_every=args.eval_every, seeds=args.seeds, first_seed=args.first_seed, regularizers=regs)
-
-
-def _spec(args):
-    from .experiments import RunSpec
-
-    if args.experiment == "identity":
-        return RunSpec("identity", args.activation, {}, _train_config(args, regularizers_default=False), 8)
-    keys = ("input_size", "subset_ratio", "overlap_ratio", "subsets", "interpolation_range", "extrapolation_range",
-            "train_length", "test_length")
-    task = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    task["operation"] = args.op
-    return RunSpec(args.experiment, args.model, task, _train_config(args), args.hidden_size)
+                       eval_every=args.eval_every, seeds=args.seeds, first_seed=args.first_seed, regularizers=regs,
+                       optimizer=args.optimizer, grad_clip=args.grad_clip)
 
 
 def _print_summary(name: str, summary: dict, as_json: bool) -> None:
@@ -155,8 +190,19 @@ def _print_summary(name: str, summary: dict, as_json: bool) -> None:
             print(f"  {k:32s} {v}")
 
 
+def _short(v):
+    """A value for people: long lists cut to their first 12 items."""
+    if isinstance(v, list) and len(v) > 12:
+        return f"{json.dumps(v[:12])[:-1]}, … ({len(v)} values)]"
+    return json.dumps(v) if isinstance(v, (list, dict)) else v
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except NalmError as e:  # a broken experiment plug-in
+        print(f"nalm: error: {e}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -168,9 +214,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _dispatch(args) -> int:
-    from .errors import ConfigError
+def _only(text: str | None) -> list[str] | None:
+    from .experiments import list_experiments
 
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in list_experiments()]
+    if unknown or not names:
+        raise ConfigError(f"--only: unknown experiment(s) {', '.join(unknown) or '(none given)'}; choose from: "
+                          f"{', '.join(list_experiments())}")
+    return names
+
+
+def _dispatch(args) -> int:
     if getattr(args, "threads", 1) < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     if args.command == "units":
@@ -182,33 +239,57 @@ def _dispatch(args) -> int:
             print(f"{name:8s} {doc}\n{'':8s} options: {opts}")
         return 0
     if args.command == "run":
-        from .experiments import run, set_threads
+        from .experiments import RunSpec, resolve_device, run, set_threads
         from .store import Store
 
         set_threads(args.threads)
-        spec = _spec(args)
+        device = resolve_device(args.device)
+        spec = RunSpec(args.experiment, args.model, _task_options(args), _train_config(args))
+        spec.task_config()  # option errors before the store is touched
         with Store(args.store) as store:
-            summary = run(spec, store, progress=not args.no_progress)
+            summary = run(spec, store, progress=not args.no_progress, device=device)
         _print_summary(spec.name, summary, args.json)
         return 0
+    if args.command == "sample":
+        from .experiments import get_experiment, make_config
+
+        exp = get_experiment(args.experiment)
+        if args.count < 1:
+            raise ConfigError(f"--count must be at least 1, got {args.count}")
+        config = make_config(exp.Config, _task_options(args))
+        items = exp.sample(config, args.split, args.count, args.seed)
+        for i, item in enumerate(items):
+            if args.json:
+                print(json.dumps(item))
+            else:
+                print(f"{args.experiment} {args.split} #{i}:")
+                for k, v in item.items():
+                    print(f"  {k}: {_short(v)}")
+        if getattr(args, "png", None):
+            exp.write_png(config, args.split, args.count, args.seed, args.png)
+            print(f"wrote {args.png}", file=sys.stderr)
+        return 0
     if args.command == "reproduce":
-        from .profiles import reproduce
+        from .experiments import resolve_device
+        from .reproduce import reproduce
 
         if args.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-        reproduce(args.profile, args.store, only=args.only, jobs=args.jobs, progress=not args.no_progress)
+        resolve_device(args.device)
+        reproduce(args.profile, args.store, only=_only(args.only), jobs=args.jobs, progress=not args.no_progress,
+                  device=args.device)
         return 0
     if args.command == "report":
         from .report import write_report
 
-        path = write_report(args.store, args.out)
+        path = write_report(args.store, args.out, only=_only(args.only))
         print(f"wrote {path}")
         return 0
     if args.command == "export":
         from .store import Store
 
-        with Store(args.store) as store:
-            n = store.export(args.path)
+        with Store(args.store, readonly=True) as store:
+            n = store.export(args.path, experiments=args.experiment)
         print(f"wrote {n} rows to {args.path}")
         return 0
     if args.command == "bench":

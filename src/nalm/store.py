@@ -3,13 +3,19 @@
 Tables:
   runs(key, experiment, name, config, status, summary, seconds, created, finished)
       one row per configuration; ``config`` is the full resolved configuration as JSON, ``key`` its hash.
-  seeds(key, seed, ...)      one row per configuration × seed with its final statistics.
-  curves(key, seed, step, interpolation_mse, extrapolation_mse, sparsity_error)   the evaluation curves.
+  seeds(key, seed, ..., metrics)   one row per configuration × seed with its final statistics: the engine's columns
+      (success, solved_at, best_step, divergence, and the arithmetic benchmark's MSEs), and every other per-seed value
+      an experiment reports in ``metrics`` (JSON).
+  curves(key, seed, step, ..., metrics)   the evaluation curves, the same way.
   artifacts(key, name, data) JSON results that are not per seed (e.g. Figure 1's error against input).
   checkpoints(key, step, state)   the latest checkpoint of an unfinished run (deleted when it finishes).
+  leases(key, owner, host, pid, heartbeat)   which process is training a run now (see :meth:`Store.acquire`).
 
 A run writes its curve rows and its checkpoint in one transaction, so after a crash (even ``kill -9``) the store
 holds a consistent prefix of the run, and running the same command again resumes from it.
+
+A file that is not a nalm store (another SQLite database, or anything else), a damaged one, or one written by a newer
+nalm is refused with a :class:`DataError` naming it, and left untouched; a store of schema 1 is upgraded in place.
 """
 
 from __future__ import annotations
@@ -18,19 +24,26 @@ import csv
 import hashlib
 import io
 import json
+import os
+import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from .errors import DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: SQLite's application_id of a nalm store (the header field at offset 68): b"nalm" as a big-endian integer.
+APPLICATION_ID = int.from_bytes(b"nalm", "big")
+#: A lease whose heartbeat is older than this is taken over (its owner is silent: dead, or on a lost machine).
+LEASE_TIMEOUT = 120.0
 SEED_COLUMNS = ("success", "solved_at", "sparsity_error", "diverged", "diverged_at", "best_step",
                 "interpolation_mse", "extrapolation_mse", "interpolation_mse_init", "extrapolation_mse_init")
-CURVE_COLUMNS = ("seed", "step", "interpolation_mse", "extrapolation_mse", "sparsity_error")
+CURVE_COLUMNS = ("interpolation_mse", "extrapolation_mse", "sparsity_error")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,16 +55,27 @@ CREATE TABLE IF NOT EXISTS seeds (
     key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE, seed INTEGER NOT NULL,
     success INTEGER, solved_at INTEGER, sparsity_error REAL, diverged INTEGER NOT NULL, diverged_at INTEGER,
     best_step INTEGER, interpolation_mse REAL, extrapolation_mse REAL, interpolation_mse_init REAL,
-    extrapolation_mse_init REAL, PRIMARY KEY (key, seed));
+    extrapolation_mse_init REAL, metrics TEXT, PRIMARY KEY (key, seed));
 CREATE TABLE IF NOT EXISTS curves (
     key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE, seed INTEGER NOT NULL, step INTEGER NOT NULL,
-    interpolation_mse REAL, extrapolation_mse REAL, sparsity_error REAL, PRIMARY KEY (key, seed, step));
+    interpolation_mse REAL, extrapolation_mse REAL, sparsity_error REAL, metrics TEXT, PRIMARY KEY (key, seed, step));
 CREATE TABLE IF NOT EXISTS artifacts (
     key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE, name TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (key, name));
 CREATE TABLE IF NOT EXISTS checkpoints (
     key TEXT PRIMARY KEY REFERENCES runs(key) ON DELETE CASCADE, step INTEGER NOT NULL, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+"""
+
+#: Schema 1 -> 2: per-seed and per-step values beyond the fixed columns (JSON), and run leases.
+_UPGRADE_1 = """
+ALTER TABLE seeds ADD COLUMN metrics TEXT;
+ALTER TABLE curves ADD COLUMN metrics TEXT;
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL);
+UPDATE meta SET value = '2' WHERE name = 'schema_version';
 """
 
 
@@ -64,28 +88,101 @@ def _nan_to_none(v):
     return None if isinstance(v, float) and v != v else v
 
 
+def _split(record: dict, columns: tuple[str, ...], skip: tuple[str, ...]) -> tuple[list, str | None]:
+    """A record's values for the fixed ``columns``, and every other value (except ``skip``) as JSON (None if none)."""
+    extra = {k: _nan_to_none(v) for k, v in record.items() if k not in columns and k not in skip}
+    return [_nan_to_none(record.get(c)) for c in columns], json.dumps(extra) if extra else None
+
+
+def _merge(row: dict, metrics: str | None) -> dict:
+    """A stored row back as one dict: the fixed columns that are set, then the JSON values."""
+    return {**row, **(json.loads(metrics) if metrics else {})}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_OWNER: tuple[int, str] | None = None
+
+
+def lease_owner() -> str:
+    """This process's lease identity, "host:pid:token" (the token tells a reused pid from the process that held it)."""
+    global _OWNER
+    if _OWNER is None or _OWNER[0] != os.getpid():
+        _OWNER = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    return _OWNER[1]
+
+
 class Store:
     """A results database in one SQLite file (created with its folder when missing, unless ``readonly``)."""
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        if readonly and not self.path.is_file():
+        if self.path.exists() and not self.path.is_file():
+            raise DataError(f"results store {self.path} is not a file")
+        existing = self.path.is_file() and self.path.stat().st_size > 0
+        if readonly and not existing:
             raise DataError(f"results store {self.path} not found")
+        if existing:
+            with self.path.open("rb") as f:
+                if f.read(16) != b"SQLite format 3\x00":
+                    raise DataError(f"{self.path} is not a nalm results database (not an SQLite file); "
+                                    f"it was left untouched: name another file with --store")
+        if readonly:
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=60)
         try:
-            if readonly:
-                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(self.path, timeout=60)
+            fresh = not existing or self._check(readonly)
+            if not readonly:
                 self.conn.execute("PRAGMA foreign_keys = ON")
+            if fresh and not readonly:
+                self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 self.conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writing workers
-                with self.conn:
-                    self.conn.executescript(_SCHEMA)
-            version = self.conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
+                with self.conn:  # one write transaction: another process sees no tables or all of them
+                    self.conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
         except sqlite3.DatabaseError as e:
-            raise DataError(f"{self.path} is not a nalm results database ({e})") from None
-        if int(version) != SCHEMA_VERSION:
-            raise DataError(f"{self.path} has schema version {version}; this nalm reads version {SCHEMA_VERSION}")
+            self.conn.close()
+            raise DataError(f"{self.path} is not a readable nalm results database ({e}); it was left untouched: "
+                            f"name another file with --store, or restore it from a copy") from None
+        except DataError:
+            self.conn.close()
+            raise
+
+    def _check(self, readonly: bool) -> bool:
+        """Refuse (untouched) a file that is not a nalm store, is damaged, or is newer than this code; upgrade an
+        older schema in one transaction. True when the database is still empty (the schema is to be made)."""
+        app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:  # an empty database (e.g. one another process is creating right now): made a store below
+            return True
+        if app_id != APPLICATION_ID and not (app_id == 0 and {"meta", "runs", "seeds"} <= tables):
+            raise DataError(f"{self.path} is an SQLite database but not a nalm results store; it was left "
+                            f"untouched: name another file with --store")
+        problems = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise DataError(f"{self.path} is damaged (SQLite reports: {'; '.join(problems[:3])}); it was left "
+                            f"untouched: restore it from a copy, or name another file with --store")
+        row = self.conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise DataError(f"{self.path} was written by a newer nalm (store schema {version}; this nalm reads up "
+                            f"to {SCHEMA_VERSION}); it was left untouched: upgrade nalm to read it")
+        if version < 1:
+            raise DataError(f"{self.path} has no nalm schema version; it was left untouched")
+        if version < SCHEMA_VERSION and not readonly:
+            with self.conn:  # executescript commits first; the upgrade itself runs as one script
+                self.conn.executescript("BEGIN IMMEDIATE;" + _UPGRADE_1 + f"PRAGMA application_id = {APPLICATION_ID};"
+                                        "COMMIT;")
+        return False
 
     def close(self) -> None:
         self.conn.close()
@@ -112,16 +209,22 @@ class Store:
                               "VALUES (?, ?, ?, ?, 'running', ?)",
                               (key, experiment, name, json.dumps(config, sort_keys=True), time.time()))
 
-    def save_checkpoint(self, key: str, step: int, state: dict, curve_rows: Iterable[Sequence]) -> None:
-        """Write new curve rows and the checkpoint at ``step`` in one transaction."""
+    def save_checkpoint(self, key: str, step: int, state: dict, curve_rows: Iterable[dict]) -> None:
+        """Write new curve rows ({"seed", "step", metric: value, ...}) and the checkpoint at ``step`` in one
+        transaction; the lease this process holds on the run is renewed in it too."""
         buf = io.BytesIO()
         torch.save(state, buf)
+        rows = []
+        for r in curve_rows:
+            values, extra = _split(r, CURVE_COLUMNS, ("seed", "step"))
+            rows.append((key, r["seed"], r["step"], *values, extra))
         with self.conn:
-            self.conn.executemany(f"INSERT OR REPLACE INTO curves (key, {', '.join(CURVE_COLUMNS)}) "
-                                  f"VALUES (?, ?, ?, ?, ?, ?)",
-                                  [(key, *map(_nan_to_none, r)) for r in curve_rows])
+            self.conn.executemany(f"INSERT OR REPLACE INTO curves (key, seed, step, {', '.join(CURVE_COLUMNS)}, "
+                                  f"metrics) VALUES (?, ?, ?, {', '.join('?' * len(CURVE_COLUMNS))}, ?)", rows)
             self.conn.execute("INSERT OR REPLACE INTO checkpoints (key, step, state) VALUES (?, ?, ?)",
                               (key, step, buf.getvalue()))
+            self.conn.execute("UPDATE leases SET heartbeat = ? WHERE key = ? AND owner = ?",
+                              (time.time(), key, lease_owner()))
 
     def load_checkpoint(self, key: str) -> tuple[int, dict] | None:
         """The latest checkpoint of an unfinished run, loaded with ``weights_only=True``."""
@@ -137,21 +240,55 @@ class Store:
 
     def finish_run(self, key: str, seed_rows: list[dict], summary: dict, seconds: float,
                    artifacts: dict[str, object] | None = None) -> None:
-        """Store the final per-seed rows, summary and artifacts, and drop the checkpoint: one transaction.
+        """Store the final per-seed rows, summary and artifacts, drop the checkpoint and the lease: one transaction.
 
         The curves are already in: each checkpoint wrote those evaluated since the one before.
         """
+        rows = []
+        for r in seed_rows:
+            values, extra = _split(r, SEED_COLUMNS, ("seed",))
+            rows.append((key, r["seed"], *values, extra))
         with self.conn:
             self.conn.executemany(
-                f"INSERT OR REPLACE INTO seeds (key, seed, {', '.join(SEED_COLUMNS)}) "
-                f"VALUES (?, ?, {', '.join('?' * len(SEED_COLUMNS))})",
-                [(key, r["seed"], *(_nan_to_none(r.get(c)) for c in SEED_COLUMNS)) for r in seed_rows])
+                f"INSERT OR REPLACE INTO seeds (key, seed, {', '.join(SEED_COLUMNS)}, metrics) "
+                f"VALUES (?, ?, {', '.join('?' * len(SEED_COLUMNS))}, ?)", rows)
             for name, data in (artifacts or {}).items():
                 self.conn.execute("INSERT OR REPLACE INTO artifacts (key, name, data) VALUES (?, ?, ?)",
                                   (key, name, json.dumps(data)))
             self.conn.execute("UPDATE runs SET status = 'done', summary = ?, seconds = ?, finished = ? WHERE key = ?",
                               (json.dumps(summary), seconds, time.time(), key))
             self.conn.execute("DELETE FROM checkpoints WHERE key = ?", (key,))
+            self.conn.execute("DELETE FROM leases WHERE key = ?", (key,))
+
+    # -- leases: one trainer per run, across processes and machines -----------------------------------------------
+    def acquire(self, key: str) -> dict | None:
+        """Take the lease on run ``key`` for this process; None on success, else the live holder's row.
+
+        A lease held by this process is renewed; one whose heartbeat is older than LEASE_TIMEOUT, or whose owner
+        on this host has died, is taken over. The check and the write are one transaction (BEGIN IMMEDIATE), so two
+        processes never both take it.
+        """
+        me, now = lease_owner(), time.time()
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            row = self.conn.execute("SELECT owner, host, pid, heartbeat FROM leases WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] != me:
+                owner, host, pid, beat = row
+                dead = host == socket.gethostname() and not _pid_alive(pid)
+                if not dead and now - beat < LEASE_TIMEOUT:
+                    return {"owner": owner, "host": host, "pid": pid, "age": now - beat}
+            self.conn.execute("INSERT OR REPLACE INTO leases (key, owner, host, pid, heartbeat) VALUES (?, ?, ?, ?, ?)",
+                              (key, me, socket.gethostname(), os.getpid(), now))
+        return None
+
+    def heartbeat(self, key: str) -> None:
+        with self.conn:
+            self.conn.execute("UPDATE leases SET heartbeat = ? WHERE key = ? AND owner = ?",
+                              (time.time(), key, lease_owner()))
+
+    def release(self, key: str) -> None:
+        with self.conn:
+            self.conn.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, lease_owner()))
 
     def checkpoint_step(self, key: str) -> int | None:
         """The step of a run's latest checkpoint, without loading it."""
@@ -168,35 +305,45 @@ class Store:
         return [self.run(k) for (k,) in self.conn.execute(sql + " ORDER BY created", args)]
 
     def seeds(self, key: str) -> list[dict]:
+        """The per-seed rows of a run: the fixed columns, then the experiment's own values."""
         cols = ("seed",) + SEED_COLUMNS
-        rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM seeds WHERE key = ? ORDER BY seed", (key,))
-        return [dict(zip(cols, r)) for r in rows]
+        rows = self.conn.execute(f"SELECT {', '.join(cols)}, metrics FROM seeds WHERE key = ? ORDER BY seed", (key,))
+        return [_merge(dict(zip(cols, r[:-1])), r[-1]) for r in rows]
 
     def curves(self, key: str) -> list[dict]:
-        rows = self.conn.execute(f"SELECT {', '.join(CURVE_COLUMNS)} FROM curves WHERE key = ? "
-                                 f"ORDER BY seed, step", (key,))
-        return [dict(zip(CURVE_COLUMNS, r)) for r in rows]
+        cols = ("seed", "step") + CURVE_COLUMNS
+        rows = self.conn.execute(f"SELECT {', '.join(cols)}, metrics FROM curves WHERE key = ? ORDER BY seed, step",
+                                 (key,))
+        return [_merge(dict(zip(cols, r[:-1])), r[-1]) for r in rows]
 
     def artifact(self, key: str, name: str):
         row = self.conn.execute("SELECT data FROM artifacts WHERE key = ? AND name = ?", (key, name)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def export(self, path: str | Path, fmt: str | None = None) -> int:
-        """Write one row per finished run × seed (config, summary and seed statistics) as CSV or JSON."""
+    def export(self, path: str | Path, fmt: str | None = None, experiments: Iterable[str] | None = None) -> int:
+        """Write one row per finished run × seed (config, summary and seed statistics) as CSV or JSON.
+
+        ``experiments`` restricts the rows to those experiments. Columns are the union over all rows (an
+        experiment's own per-seed values included); a value a row lacks is empty.
+        """
         path = Path(path)
         fmt = fmt or path.suffix.lstrip(".")
+        if fmt not in ("csv", "json"):
+            raise DataError(f"unknown export format {fmt!r}; use csv or json")
+        wanted = None if experiments is None else set(experiments)
         rows = []
         for run in self.runs():
+            if wanted is not None and run["experiment"] not in wanted:
+                continue
             for s in self.seeds(run["key"]):
                 rows.append({"key": run["key"], "experiment": run["experiment"], "name": run["name"],
                              "config": json.dumps(run["config"], sort_keys=True), **s})
         if fmt == "json":
             path.write_text(json.dumps(rows, indent=1))
-        elif fmt == "csv":
+        else:
+            fields = list(dict.fromkeys(k for r in rows for k in r)) or ["key"]
             with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["key"])
+                writer = csv.DictWriter(f, fieldnames=fields)
                 writer.writeheader()
                 writer.writerows(rows)
-        else:
-            raise DataError(f"unknown export format {fmt!r}; use csv or json")
         return len(rows)

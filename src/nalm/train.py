@@ -1,9 +1,14 @@
 """The seed-batched trainer: data -> model -> loss -> step -> evaluate, for S seeds as one tensor program.
 
-Every seed is an independent model: its own initialisation stream, its own fresh training batch each step, its
-own loss. The losses are summed for one backward pass (the gradient of a sum hands each seed exactly its own
-gradient) and Adam is elementwise, so seed i trains exactly as it would alone. A seed whose loss turns NaN or
-infinite is marked diverged and masked out; the others go on.
+Every seed is an independent model: its own initialisation stream, its own training batches (drawn afresh each
+step, or its own shuffled order of a fixed data set), its own loss. The losses are summed for one backward pass (the
+gradient of a sum hands each seed exactly its own gradient), gradient clipping is computed per seed, and the
+optimisers are elementwise, so seed i trains exactly as it would alone. A seed whose loss or a watched evaluation
+metric turns NaN or infinite is marked diverged and masked out; the others go on.
+
+The trainer knows nothing of any experiment: a :class:`nalm.tasks.base.Task` supplies the batches, the per-seed
+loss, the evaluation metrics (several named splits, each with its own metrics), the metric that selects the best
+step and, optionally, a success criterion.
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ class Regularizer:
 DEFAULT_REGULARIZERS = {"nau": Regularizer(0.01, 5_000, 50_000), "nmu": Regularizer(10.0, 1_000_000, 2_000_000)}
 
 
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train; all fields are stored with the results."""
@@ -71,14 +79,24 @@ class TrainConfig:
     first_seed: int = 0
     #: Unit name -> (scale, start, end); units not listed get no regulariser.
     regularizers: dict = field(default_factory=lambda: {k: asdict(v) for k, v in DEFAULT_REGULARIZERS.items()})
+    #: "adam", "rmsprop" or "sgd" (all in their multi-tensor form).
+    optimizer: str = "adam"
+    #: Clip each seed's gradient to this global norm (computed per seed, never across seeds); None: no clipping.
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "eval_every", "seeds"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.first_seed, int) or self.first_seed < 0:
+            raise ConfigError(f"first_seed must be a non-negative integer, got {self.first_seed!r}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose from: {', '.join(OPTIMIZERS)}")
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and 0 < self.grad_clip < math.inf):
+            raise ConfigError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
         for unit, r in self.regularizers.items():
             Regularizer(**r)
 
@@ -90,44 +108,83 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     records: list[dict]
-    curves: list[tuple]
+    curves: list[dict]
     model: nn.Module
     seconds: float
+    #: Results that are not per seed (e.g. a figure's curve), stored as JSON.
+    artifacts: dict = field(default_factory=dict)
 
 
-def make_optimizer(model: nn.Module, learning_rate: float) -> torch.optim.Optimizer:
-    """Adam, multi-tensor (``foreach``): one kernel per operation over all parameters instead of one per parameter.
+def make_optimizer(model: nn.Module, learning_rate: float, name: str = "adam") -> torch.optim.Optimizer:
+    """Adam, RMSprop or SGD, multi-tensor (``foreach``): one kernel per operation over all parameters.
 
-    Not the fused CPU kernel: it rounds a stacked (S, ...) parameter differently from the same values held as S
-    separate parameters, so seed i of a batched run would drift from the same seed trained alone (NALU amplifies
-    it past 1e-6 within a hundred steps); the multi-tensor form keeps them equal.
+    Not the fused CPU kernels: fused Adam rounds a stacked (S, ...) parameter differently from the same values held
+    as S separate parameters, so seed i of a batched run would drift from the same seed trained alone (NALU amplifies
+    it past 1e-6 within a hundred steps); the multi-tensor forms keep them equal. A model may group its parameters
+    (e.g. a higher learning rate for an arithmetic cell than for a conv net) with ``parameter_groups(lr)``.
     """
-    return torch.optim.Adam(model.parameters(), lr=learning_rate, foreach=True)
+    params = model.parameter_groups(learning_rate) if hasattr(model, "parameter_groups") else model.parameters()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=learning_rate, foreach=True)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=learning_rate, foreach=True)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=learning_rate, foreach=True)
+    raise ConfigError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
+
+
+def clip_grad_norm_per_seed(parameters, max_norm: float, num_seeds: int) -> Tensor:
+    """Scale each seed's gradient so that its global norm (over all of that seed's parameters) is <= max_norm.
+
+    Every parameter must carry the seed axis first, (S, ...). A norm taken over all seeds together would couple
+    them: one seed's large gradient would shrink every other seed's step. Returns the per-seed norms before
+    clipping, (S,).
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    for g in grads:
+        if g.dim() == 0 or g.shape[0] != num_seeds:
+            raise ConfigError(f"per-seed gradient clipping needs the seed axis ({num_seeds}) first on every "
+                              f"parameter; got a gradient of shape {tuple(g.shape)}")
+    if not grads:
+        return torch.zeros(num_seeds)
+    norms = torch.stack([g.detach().reshape(num_seeds, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view((num_seeds,) + (1,) * (g.dim() - 1)).to(g.dtype))
+    return norms
 
 
 def per_seed_mse(pred: Tensor, y: Tensor) -> Tensor:
-    """(S, B, out), (S, B, out) -> (S,)."""
-    return (pred - y).pow(2).mean(dim=(-2, -1))
+    """(S, B, ...), (S, B, ...) -> (S,): the mean squared error of each seed."""
+    return (pred - y).pow(2).flatten(1).mean(dim=1)
+
+
+def per_seed_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """(S, B, ..., C) logits, (S, B, ...) integer labels -> (S,): the mean cross-entropy of each seed."""
+    S, C = logits.shape[0], logits.shape[-1]
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, C), labels.reshape(-1), reduction="none")
+    return ce.view(S, -1).mean(dim=1)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, num_seeds: int, max_elements: int = 16_000_000) -> Tensor:
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, num_seeds: int, max_elements: int = 16_000_000,
+             device=None) -> Tensor:
     """Per-seed MSE (float64) on a fixed set x (1 or S, N, ...) with targets y (1 or S, N, out), in chunks."""
     S, N = num_seeds, y.shape[1]
     y = y.expand((S,) + y.shape[1:])
     per_row = S * max(1, math.prod(x.shape[2:]))
     chunk = max(1, max_elements // per_row)
-    sse = torch.zeros(S, dtype=torch.float64)
+    sse = torch.zeros(S, dtype=torch.float64, device=device)
     for i in range(0, N, chunk):
         xc = x[:, i:i + chunk]
-        pred = model(xc.expand((S,) + xc.shape[1:]))
-        sse += (pred.double() - y[:, i:i + chunk].double()).pow(2).sum(dim=(-2, -1))
-    return sse / (N * y.shape[-1])
+        pred = model(xc.expand((S,) + xc.shape[1:]).to(device))
+        sse += (pred.double() - y[:, i:i + chunk].to(device).double()).pow(2).sum(dim=(-2, -1))
+    return (sse / (N * y.shape[-1])).cpu()
 
 
 def sparsity(model: nn.Module, num_seeds: int) -> Tensor:
     """Max sparsity error over the model's arithmetic units that have one weight matrix; NaN if none."""
-    errors = [F.sparsity_error(u.weight.detach()) for u in arithmetic_units(model) if isinstance(
+    errors = [F.sparsity_error(u.weight.detach()).cpu() for u in arithmetic_units(model) if isinstance(
         getattr(u, "weight", None), Tensor)]
     if not errors:
         return torch.full((num_seeds,), float("nan"), dtype=torch.float64)
@@ -148,21 +205,24 @@ class Hooks:
         return cls(regularized, [m for m in model.modules() if hasattr(m, "post_step")])
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, step: int,
-                  hooks: Hooks, alive: Tensor) -> Tensor:
-    """One step for all seeds: per-seed loss (MSE + λ(step)·R), one backward of their sum, Adam, constraints.
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, step: int, hooks: Hooks,
+                  alive: Tensor, loss_fn=per_seed_mse, grad_clip: float | None = None) -> Tensor:
+    """One step for all seeds: per-seed loss (task loss + λ(step)·R), one backward of their sum, per-seed gradient
+    clipping, the optimiser, constraints.
 
     Seeds whose loss is not finite are cleared from ``alive`` (in place) and contribute nothing from then on.
     Returns the per-seed losses (S,).
     """
-    loss = per_seed_mse(model(x), y)
+    loss = loss_fn(model(x), y)
     for module, schedule in hooks.regularized:
         lam = schedule(step)
         if lam:
             loss = loss + lam * module.regularization_loss()
-    alive &= torch.isfinite(loss)
+    alive &= torch.isfinite(loss).to(alive.device)
     optimizer.zero_grad(set_to_none=True)
     torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
+    if grad_clip is not None:
+        clip_grad_norm_per_seed(model.parameters(), grad_clip, alive.shape[0])
     optimizer.step()
     for module in hooks.constrained:
         module.post_step()
@@ -197,29 +257,89 @@ class _Progress:
             self.bar.close()
 
 
-def train(model: nn.Module, task: Task, config: TrainConfig, *, threshold: float | None = None,
-          store=None, key: str | None = None, progress: bool = False, desc: str = "") -> TrainResult:
+def _to(batch, device):
+    """Move a tensor (or a tuple/list of tensors) to ``device``."""
+    if device is None:
+        return batch
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch.to(device) if isinstance(batch, Tensor) else batch
+
+
+class _Bookkeeping:
+    """Per-seed state of a run, all (S,) tensors: best step by the task's selection metric, every metric at the best
+    step and at initialisation, divergence, and the first step the success criterion held."""
+
+    def __init__(self, S: int):
+        self.best = torch.full((S,), math.inf, dtype=torch.float64)
+        self.best_step = torch.full((S,), -1, dtype=torch.long)
+        self.solved_at = torch.full((S,), -1, dtype=torch.long)
+        self.alive = torch.ones(S, dtype=torch.bool)
+        self.diverged_at = torch.full((S,), -1, dtype=torch.long)
+        self.at_best: dict[str, Tensor] = {}
+        self.init: dict[str, Tensor] = {}
+
+    def state(self) -> dict:
+        return dict(vars(self))
+
+    def load(self, state: dict) -> None:
+        vars(self).update(state)
+
+    def update(self, step: int, metrics: dict[str, Tensor], task) -> None:
+        for name in task.finite_metrics:
+            self.alive &= torch.isfinite(metrics[name])
+        self.diverged_at[~self.alive & (self.diverged_at < 0)] = step  # first evaluation that sees it dead
+        if step == 0:
+            self.init = {k: v.clone() for k, v in metrics.items()}
+        nan = torch.full_like(self.best, math.nan)
+        selected = metrics[task.selection_metric]
+        better = self.alive & (selected < self.best)
+        self.best = torch.where(better, selected, self.best)
+        self.best_step[better] = step
+        for name, value in metrics.items():
+            self.at_best[name] = torch.where(better, value, self.at_best.get(name, nan))
+        if task.success_metric is not None and task.threshold is not None:
+            solved = self.alive & (metrics[task.success_metric] < task.threshold) & (self.solved_at < 0)
+            self.solved_at[solved] = step
+
+    def records(self, seeds: Sequence[int], task) -> list[dict]:
+        """One dict per seed: the engine's columns, then every metric at the best step and ``<metric>_init``."""
+        out = []
+        criterion = task.success_metric is not None and task.threshold is not None
+        for i, s in enumerate(seeds):
+            alive = bool(self.alive[i])
+            record = {
+                "seed": s,
+                "success": bool(alive and float(self.at_best[task.success_metric][i]) < task.threshold)
+                if criterion else None,
+                "solved_at": int(self.solved_at[i]) if self.solved_at[i] >= 0 else None,
+                "diverged": not alive,
+                "diverged_at": int(self.diverged_at[i]) if self.diverged_at[i] >= 0 else None,
+                "best_step": int(self.best_step[i]) if self.best_step[i] >= 0 else None,
+            }
+            record.update({k: float(v[i]) for k, v in self.at_best.items()})
+            record.update({f"{k}_init": float(v[i]) for k, v in self.init.items()})
+            out.append(record)
+        return out
+
+
+def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key: str | None = None,
+          progress: bool = False, desc: str = "", device=None) -> TrainResult:
     """Train ``model`` (S stacked seeds) on ``task``; checkpoint into ``store`` under ``key`` after every evaluation.
 
     When ``store`` already holds a checkpoint for ``key`` the run resumes from it and ends with the same numbers
-    as an uninterrupted run.
+    as an uninterrupted run. ``device`` (default the CPU) holds the model and each batch.
     """
     t0 = time.perf_counter()
     seeds = config.seed_ids
     S = len(seeds)
     model.reset_parameters(torch_generators(seeds, "init"))
-    optimizer = make_optimizer(model, config.learning_rate)
+    if device is not None:
+        model.to(device)
+    optimizer = make_optimizer(model, config.learning_rate, config.optimizer)
     bitgens = [g.bit_generator for g in seed_generators(seeds, "data")]
-    sets = task.evaluation_sets()
     hooks = Hooks.of(model, config.regularizers)
-
-    nan = torch.full((S,), float("nan"), dtype=torch.float64)
-    st = {"best_interpolation": torch.full((S,), float("inf"), dtype=torch.float64),
-          "best_step": torch.full((S,), -1, dtype=torch.long), "extrapolation_at_best": nan.clone(),
-          "interpolation_at_best": nan.clone(), "sparsity_at_best": nan.clone(),
-          "solved_at": torch.full((S,), -1, dtype=torch.long), "alive": torch.ones(S, dtype=torch.bool),
-          "diverged_at": torch.full((S,), -1, dtype=torch.long), "interpolation_init": nan.clone(),
-          "extrapolation_init": nan.clone()}
+    book = _Bookkeeping(S)
     step = 0
     if store is not None and key is not None and (ckpt := store.load_checkpoint(key)) is not None:
         step, saved = ckpt
@@ -227,31 +347,18 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, threshold: float
         optimizer.load_state_dict(saved["optimizer"])
         for g, s in zip(bitgens, saved["rng"]):
             g.state = s
-        st = saved["bookkeeping"]
+        book.load(saved["bookkeeping"])
 
-    curves: list[tuple] = []
-    unsaved: list[tuple] = []
+    curves: list[dict] = []
+    unsaved: list[dict] = []
 
     def evaluate_now(step: int) -> None:
         model.eval()
-        errors = {name: evaluate(model, x, y, S) for name, (x, y) in sets.items()}
+        metrics = {k: v.to(torch.float64).cpu() for k, v in task.evaluate(model, S, device=device).items()}
         model.train()
-        interp, extrap = errors["interpolation"], errors["extrapolation"]
-        sp = sparsity(model, S)
-        st["alive"] &= torch.isfinite(interp) & torch.isfinite(extrap)
-        st["diverged_at"][~st["alive"] & (st["diverged_at"] < 0)] = step  # first evaluation that sees it dead
-        if step == 0:
-            st["interpolation_init"], st["extrapolation_init"] = interp.clone(), extrap.clone()
-        better = st["alive"] & (interp < st["best_interpolation"])
-        for name, value in (("best_interpolation", interp), ("interpolation_at_best", interp),
-                            ("extrapolation_at_best", extrap), ("sparsity_at_best", sp)):
-            st[name] = torch.where(better, value, st[name])
-        st["best_step"][better] = step
-        if threshold is not None:
-            solved = st["alive"] & (extrap < threshold) & (st["solved_at"] < 0)
-            st["solved_at"][solved] = step
-        rows = [(s, step, float(a), float(b), float(c)) for s, a, b, c in
-                zip(seeds, interp.tolist(), extrap.tolist(), sp.tolist())]
+        book.update(step, metrics, task)
+        names = list(metrics)
+        rows = [{"seed": s, "step": step, **{n: float(metrics[n][i]) for n in names}} for i, s in enumerate(seeds)]
         curves.extend(rows)
         unsaved.extend(rows)
 
@@ -259,7 +366,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, threshold: float
         if store is None or key is None:
             return
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "rng": [_plain(g.state) for g in bitgens], "bookkeeping": st}
+                 "rng": [_plain(g.state) for g in bitgens], "bookkeeping": book.state()}
         store.save_checkpoint(key, step, state, unsaved)
         unsaved.clear()
 
@@ -268,31 +375,17 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, threshold: float
         checkpoint(0)
     bar = _Progress(config.iterations, step, desc, progress)
     buffer = None
+    alive = book.alive.to(device) if device is not None else book.alive
     while step < config.iterations:
         step += 1
-        x, y, buffer = task.sample(bitgens, config.batch_size, buffer=buffer)
-        training_step(model, optimizer, x, y, step, hooks, st["alive"])
+        x, y, buffer = task.batch(step, bitgens, config.batch_size, buffer)
+        training_step(model, optimizer, _to(x, device), _to(y, device), step, hooks, alive, task.loss,
+                      config.grad_clip)
         if step % config.eval_every == 0 or step == config.iterations:
+            book.alive &= alive.cpu()
             evaluate_now(step)
+            alive &= book.alive.to(alive.device)
             checkpoint(step)
             bar.update(config.eval_every if step % config.eval_every == 0 else step % config.eval_every)
     bar.close()
-
-    records = []
-    for i, s in enumerate(seeds):
-        alive = bool(st["alive"][i])
-        extrap = float(st["extrapolation_at_best"][i])
-        records.append({
-            "seed": s,
-            "success": None if threshold is None else bool(alive and extrap < threshold),
-            "solved_at": int(st["solved_at"][i]) if st["solved_at"][i] >= 0 else None,
-            "sparsity_error": float(st["sparsity_at_best"][i]),
-            "diverged": not alive,
-            "diverged_at": int(st["diverged_at"][i]) if st["diverged_at"][i] >= 0 else None,
-            "best_step": int(st["best_step"][i]) if st["best_step"][i] >= 0 else None,
-            "interpolation_mse": float(st["interpolation_at_best"][i]),
-            "extrapolation_mse": extrap,
-            "interpolation_mse_init": float(st["interpolation_init"][i]),
-            "extrapolation_mse_init": float(st["extrapolation_init"][i]),
-        })
-    return TrainResult(records, curves, model, time.perf_counter() - t0)
+    return TrainResult(book.records(seeds, task), curves, model, time.perf_counter() - t0)

@@ -60,35 +60,41 @@ def parse_subsets(value: str | Sequence | None) -> tuple[tuple[int, int], tuple[
     return tuple(pairs)  # type: ignore[return-value]
 
 
+def _help(text: str, **more) -> dict:
+    return {"help": text, **more}
+
+
 @dataclass(frozen=True)
 class ArithmeticConfig:
-    """The data of the arithmetic task; every field is a CLI option. Defaults: Madsen & Johansen (2020)."""
+    """The data of the static arithmetic task and the width of the model; every field is a CLI option.
+    Defaults: Madsen & Johansen (2020)."""
 
-    operation: str = "add"
-    input_size: int = 100
-    subset_ratio: float = 0.25
-    overlap_ratio: float = 0.5
-    interpolation_range: str = "1,2"
-    extrapolation_range: str = "2,6"
+    operation: str = field(default="add", metadata=_help("target operation", choices=tuple(OPERATIONS),
+                                                          flags=("--op",)))
+    input_size: int = field(default=100, metadata=_help("number of inputs (per time step in the recurrent form)"))
+    subset_ratio: float = field(default=0.25, metadata=_help("size of each subset as a share of the inputs"))
+    overlap_ratio: float = field(default=0.5, metadata=_help("share of a subset the two subsets share"))
+    interpolation_range: str = field(default="1,2", metadata=_help(
+        "training/validation range, e.g. 1,2 or -2,-1:1,2; write --interpolation-range=-2,-1 for a negative one"))
+    extrapolation_range: str = field(default="2,6", metadata=_help("test range"))
     #: Fixed subsets "start:stop,start:stop" instead of the random per-seed offset (e.g. "0:2,0:4").
-    subsets: str | None = None
-    #: Time steps of the recurrent form (training / interpolation, and extrapolation); ignored by the static form.
-    train_length: int = 10
-    test_length: int = 100
-    evaluation_size: int = 10_000
+    subsets: str | None = field(default=None, metadata=_help(
+        "fixed subsets as Python slices, e.g. 0:2,0:4 for t = (x1+x2)(x1+x2+x3+x4)"))
+    evaluation_size: int = field(default=10_000, metadata=_help("rows of each fixed evaluation set"))
+    #: The model's hidden width (between the two units, or the state of a recurrent baseline).
+    hidden_size: int = field(default=2, metadata=_help("width of the hidden layer"))
 
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:
             raise ConfigError(f"unknown operation {self.operation!r}; choose from: {', '.join(OPERATIONS)}")
-        if not isinstance(self.input_size, int) or self.input_size < 1:
-            raise ConfigError(f"input_size must be a positive integer, got {self.input_size!r}")
+        for name in ("input_size", "evaluation_size", "hidden_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         if not 0 < self.subset_ratio <= 1:
             raise ConfigError(f"subset_ratio must be in (0, 1], got {self.subset_ratio!r}")
         if not 0 <= self.overlap_ratio < 1:
             raise ConfigError(f"overlap_ratio must be in [0, 1), got {self.overlap_ratio!r}")
-        for name in ("train_length", "test_length", "evaluation_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         interp, extrap = Range.parse(self.interpolation_range), Range.parse(self.extrapolation_range)
         if self.fixed_subsets is not None:
             for start, stop in self.fixed_subsets:
@@ -103,6 +109,11 @@ class ArithmeticConfig:
         if self.operation == "root" and (interp.low < 0 or extrap.low < 0):
             raise ConfigError("operation 'root' needs non-negative ranges (√a of a negative sum is undefined); "
                               f"got interpolation {interp}, extrapolation {extrap}")
+
+    #: Time steps of training/validation and of the test set: 1 in the static form.
+    train_length = 1
+    test_length = 1
+
 
     @property
     def fixed_subsets(self):
@@ -137,6 +148,23 @@ class ArithmeticConfig:
             masks[i, 1, o + shift:o + shift + size] = 1
         return masks
 
+
+@dataclass(frozen=True)
+class RecurrentArithmeticConfig(ArithmeticConfig):
+    """The recurrent form (ours; the paper gives none): ``input_size`` inputs per time step, a and b summed over the
+    whole sequence; train and interpolate on ``train_length`` steps, extrapolate on ``test_length`` steps."""
+
+    input_size: int = field(default=10, metadata=_help("number of inputs per time step"))
+    extrapolation_range: str = field(default="1,2", metadata=_help("test range (the test sequences are longer)"))
+    train_length: int = field(default=10, metadata=_help("time steps in training and interpolation"))
+    test_length: int = field(default=100, metadata=_help("time steps in extrapolation"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("train_length", "test_length"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
 
 class ArithmeticTask(Task):
     """Static (``recurrent=False``, input (S, B, input_size)) or recurrent (input (S, B, T, input_size)) task."""
