@@ -66,29 +66,34 @@ def reference_loop(model_name: str, steps: int, seed: int = 0, eval_every: int =
     return steps / (time.perf_counter() - start)
 
 
-def batched_loop(model_name: str, seeds: int, steps: int, eval_every: int = 1000) -> float:
-    """Train ``seeds`` seeds with nalm's trainer for ``steps`` steps; returns seed-iterations per second."""
+def batched_loop(model_name: str, seeds: int, steps: int, eval_every: int = 1000, device: str = "cpu") -> float:
+    """Train ``seeds`` seeds with nalm's trainer for ``steps`` steps on ``device``; returns seed-iterations per
+    second."""
+    from .experiments import resolve_device
+
     config = TrainConfig(iterations=steps, seeds=seeds, eval_every=eval_every)
     task = ArithmeticTask(TASK, config.seed_ids)
     model = build_model(model_name, TASK.input_size, 1, num_seeds=seeds)
     start = time.perf_counter()
-    train(model, task, config)
+    train(model, task, config, device=resolve_device(device))
     return seeds * steps / (time.perf_counter() - start)
 
 
-def _measure(mode: str, model: str, seeds: int, steps: int, threads: int) -> dict:
+def _measure(mode: str, model: str, seeds: int, steps: int, threads: int, device: str = "cpu") -> dict:
     torch.set_num_threads(threads)
     if mode == "reference":
         rate = reference_loop(model, steps)
     else:
-        rate = batched_loop(model, seeds, steps)
+        rate = batched_loop(model, seeds, steps, device=device)
     return {"mode": mode, "model": model, "seeds": seeds, "processes": 1, "threads": threads,
             "seed_iterations_per_s": round(rate, 1), "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
 def throughput(models: list[str], seed_counts: list[int], steps: int, threads: int = 1,
-               repeat: int = 1) -> list[dict]:
+               repeat: int = 1, device: str = "cpu") -> list[dict]:
     """One reference and one batched row per model and seed count, each the fastest of ``repeat`` measurements.
+
+    The batched rows train on ``device``; the reference loop always runs on the CPU (it is the usual way).
 
     Every measurement runs in a fresh process. The repeats go round the rows of a model in turn (reference,
     S₁, S₂, ..., then again), so that a slow spell of a shared machine does not fall on one row alone.
@@ -105,7 +110,7 @@ def throughput(models: list[str], seed_counts: list[int], steps: int, threads: i
                 for mode, s in jobs:
                     # Fewer steps above 100 seeds keep a row of the largest batches to about a minute.
                     n = steps if mode == "reference" or s <= 100 else max(1000, steps * 100 // s)
-                    runs[(mode, s)].append(pool.apply(_measure, (mode, model, s, n, threads)))
+                    runs[(mode, s)].append(pool.apply(_measure, (mode, model, s, n, threads, device)))
             for mode, s in jobs:
                 measured = runs[(mode, s)]
                 row = {**max(measured, key=lambda r: r["seed_iterations_per_s"]),
@@ -124,7 +129,10 @@ def throughput_cli(args) -> int:
     if any(s < 1 for s in seed_counts) or min(args.steps, args.threads, args.repeat) < 1:
         raise ConfigError("--seeds, --steps, --threads and --repeat must be positive")
     models = [m for m in args.units.split(",") if m]
-    rows = throughput(models, seed_counts, args.steps, args.threads, args.repeat)
+    from .experiments import resolve_device
+
+    resolve_device(args.device)  # a device that is not there: exit 2 before any process starts
+    rows = throughput(models, seed_counts, args.steps, args.threads, args.repeat, args.device)
     if args.json:
         print(json.dumps(rows))
         return 0

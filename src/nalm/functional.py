@@ -39,13 +39,22 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     """a @ b outside autograd. On the CPU it goes through numpy's matmul (OpenBLAS), which ran the batched
     products of these units — (S, 128, 100) @ (S, 100, 2) — about three times faster than torch's own CPU kernel
     on our machine (benchmarks/README.md); elsewhere it is torch.matmul."""
-    if a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype and a.dtype in _NUMPY_FLOATS:
+    if _numpy_ok(a) and _numpy_ok(b) and a.dtype == b.dtype:
         with np.errstate(all="ignore"):  # NaN and inf propagate silently, as in torch
             return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
     return a @ b
 
 
 _NUMPY_FLOATS = (torch.float32, torch.float64)
+
+
+def _numpy_ok(t: Tensor) -> bool:
+    """Whether ``t`` may take a numpy fast path: a plain CPU float tensor with storage (not one that torch.func's
+    vmap or grad wraps, which has none)."""
+    return t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS and not _functorch_wrapped(t)
+
+
+_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
 
 
 class _Linear(torch.autograd.Function):
@@ -92,7 +101,7 @@ def log_magnitude(x: Tensor, eps: float, floor: bool = False) -> Tensor:
     vectorised log was three times faster than torch's on our CPU, and in a seed-batched NALU this log of the
     whole (S, B, in) input was the largest cost of a step (benchmarks/README.md).
     """
-    if x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS and not (torch.is_grad_enabled() and x.requires_grad):
+    if _numpy_ok(x) and not (torch.is_grad_enabled() and x.requires_grad):
         a = np.abs(x.detach().numpy())
         (np.maximum if floor else np.add)(a, eps, out=a)
         return torch.from_numpy(np.log(a, out=a))
