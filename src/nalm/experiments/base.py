@@ -78,7 +78,8 @@ class Experiment:
     help: ClassVar[str]
     description: ClassVar[str] = ""
     #: Frozen dataclass of the task options; each field becomes a ``nalm run``/``nalm sample`` option. A field's
-    #: ``metadata`` may hold ``help``, ``choices`` and ``flags`` (extra option names, e.g. ``("--op",)``).
+    #: ``metadata`` may hold ``help``, ``choices``, ``flags`` (extra option names, e.g. ``("--op",)``) and
+    #: ``runtime`` (True: not part of the stored configuration, e.g. a data folder or a log directory).
     Config: ClassVar[type]
     #: The models of the paper's rows (``--help`` lists them); ``check_model`` decides what is accepted.
     models: ClassVar[tuple[str, ...]] = ()
@@ -210,9 +211,14 @@ class RunSpec:
         return make_config(self.exp.Config, self.task)
 
     def resolved(self) -> dict:
-        """The full configuration with every default filled in: what the results are stored under."""
+        """The full configuration with every default filled in: what the results are stored under. Config fields
+        marked ``metadata={"runtime": True}`` (where data are read from, where logs go) are not part of it: they
+        do not change what a run computes."""
+        config = self.task_config()
+        runtime = {f.name for f in dataclasses.fields(config) if f.metadata.get("runtime")}
+        task = {k: v for k, v in dataclasses.asdict(config).items() if k not in runtime}
         return {"protocol": self.exp.protocol, "experiment": self.experiment, "model": self.model,
-                "task": dataclasses.asdict(self.task_config()), "train": dataclasses.asdict(self.train)}
+                "task": task, "train": dataclasses.asdict(self.train)}
 
     @property
     def name(self) -> str:
