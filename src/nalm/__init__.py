@@ -10,6 +10,7 @@ torch.Size([32, 2])
 """
 
 from . import functional
+from .ensemble import Ensemble
 from .errors import ConfigError, DataError, NalmError, ShapeError
 from .recurrent import RecurrentCell
 from .units import ArithmeticUnit, get_unit, list_units, register_unit, unit_options
@@ -17,4 +18,4 @@ from .units import ArithmeticUnit, get_unit, list_units, register_unit, unit_opt
 __version__ = "0.1.0"
 
 __all__ = ["functional", "get_unit", "list_units", "register_unit", "unit_options", "ArithmeticUnit",
-           "RecurrentCell", "NalmError", "ConfigError", "ShapeError", "DataError", "__version__"]
+           "RecurrentCell", "Ensemble", "NalmError", "ConfigError", "ShapeError", "DataError", "__version__"]
