@@ -94,7 +94,8 @@ class Identity(Experiment):
         return [RunSpec(self.name, a, {}, train) for a in FIGURE1_ACTIVATIONS]
 
     def cost(self, spec):
-        return spec.train.iterations * (6e-4 + 2e-5 * spec.train.seeds)
+        # Measured: 20 seeds × 3,000 steps in 5.0 s (1 thread, quiet machine).
+        return spec.train.iterations * (8e-4 + 4e-5 * spec.train.seeds)
 
     def sample(self, config, split, count, seed):
         task = IdentityTask(config)
