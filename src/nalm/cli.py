@@ -26,6 +26,16 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 3/10), got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"a shard I/N needs 0 <= I < N, got {text!r}")
+    return i, n
+
+
 def _default(f: dataclasses.Field):
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
 
@@ -134,10 +144,38 @@ def build_parser() -> argparse.ArgumentParser:
                           "the checks of the README (hours); paper: the paper's scale (days); the expected time is "
                           "printed before it starts")
     rep.add_argument("--only", metavar="EXPERIMENTS", help="comma-separated subset of: " + ", ".join(names))
-    rep.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                     help="worker processes, one configuration each (default: the number of cores)")
+    rep.add_argument("--jobs", type=int, default=None,
+                     help="local executor: worker processes, one configuration each (default: the number of cores)")
+    rep.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local (default): worker processes on this machine; ray: every configuration × block of "
+                          "seeds is a Ray task, and this process alone writes the store (pip install 'nalm[ray]'; "
+                          "docs/cluster.md)")
+    rep.add_argument("--shard", metavar="I/N", type=_shard,
+                     help="only configurations I, I+N, I+2N, ... of the grid (0 <= I < N): one job of a job array, "
+                          "each with its own --store, combined with `nalm merge`")
+    ray = rep.add_argument_group("ray executor")
+    ray.add_argument("--address", help="join this Ray cluster: auto (the one `ray start` runs here) or HOST:PORT "
+                                       "(default: start a local cluster with this machine's cores)")
+    ray.add_argument("--seed-block", type=int, metavar="K",
+                     help="seeds per task: a configuration of S seeds is ceil(S/K) tasks whose results merge into "
+                          "the same per-seed rows (default: one task per configuration)")
+    ray.add_argument("--max-in-flight", type=int, metavar="N",
+                     help="tasks submitted and not yet returned, at most (default: twice the cluster's CPUs)")
+    ray.add_argument("--max-retries", type=int, metavar="N",
+                     help="resubmissions of a task whose worker or node was lost (default 3); a task that raises "
+                          "is recorded as failed, not retried")
+    ray.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
+                     help="a task returns its checkpoint to this process after this many seconds and goes on as a "
+                          "new task, so a lost worker or a killed driver costs at most this much (default 600)")
     _add_common(rep, device=True)
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    mg = sub.add_parser("merge", help="combine result stores into one, without duplicating runs",
+                        description="Copy every finished run of each STORE into OUT (created when missing). A run "
+                                    "is its configuration, so a run in several stores is kept once; unfinished runs "
+                                    "are not copied. Use it to gather the stores of a job array (docs/cluster.md).")
+    mg.add_argument("out", metavar="OUT", help="the store to write (created when missing)")
+    mg.add_argument("stores", metavar="STORE", nargs="+", help="stores to read (left untouched)")
 
     rp = sub.add_parser("report", help="write the Markdown report and figures from the store")
     _add_common(rp)
@@ -273,11 +311,34 @@ def _dispatch(args) -> int:
         from .experiments import resolve_device
         from .reproduce import reproduce
 
-        if args.jobs < 1:
-            raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-        resolve_device(args.device)
-        reproduce(args.profile, args.store, only=_only(args.only), jobs=args.jobs, progress=not args.no_progress,
-                  device=args.device)
+        ray_options = {k: getattr(args, k) for k in ("address", "seed_block", "max_in_flight", "max_retries",
+                                                     "checkpoint_every")}
+        for name in ("jobs", "seed_block", "max_in_flight"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        if args.max_retries is not None and args.max_retries < 0:
+            raise ConfigError(f"--max-retries must be at least 0, got {args.max_retries}")
+        if args.checkpoint_every is not None and not args.checkpoint_every >= 0:
+            raise ConfigError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every}")
+        if args.executor == "ray" and args.jobs is not None:
+            raise ConfigError("--jobs is the local executor's; with --executor ray the cluster's CPUs set the "
+                              "parallelism (see --max-in-flight)")
+        if args.executor == "local":
+            resolve_device(args.device)
+        elif args.device.strip().lower().split(":")[0] not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"unknown device {args.device!r}; use cpu, cuda, cuda:N or auto (a Ray worker "
+                              f"checks that it has the device)")
+        reproduce(args.profile, args.store, only=_only(args.only), jobs=args.jobs or os.cpu_count() or 1,
+                  progress=not args.no_progress, device=args.device, executor=args.executor, shard=args.shard,
+                  **ray_options)
+        return 0
+    if args.command == "merge":
+        from .store import Store
+
+        with Store(args.out) as out:
+            for path in args.stores:
+                copied, present = out.merge(path)
+                print(f"{path}: {copied} run(s) copied, {present} already in {args.out}")
         return 0
     if args.command == "report":
         from .report import write_report

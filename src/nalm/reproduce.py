@@ -6,6 +6,11 @@ is leased in the store while it trains, so two ``reproduce`` processes on one st
 the same configuration twice; a run leased by another live process is put back and tried again when nothing else is
 left. Before it starts, ``reproduce`` prints the number of runs and the time it expects them to take (from each
 experiment's cost estimate); one progress bar (on a terminal) shows the runs done and the ETA.
+
+Executors: ``local`` (the default) is the process pool above; ``ray`` sends every (configuration × block of seeds) to
+a Ray cluster as one task, and this process alone writes the store (:mod:`nalm.executors.ray_executor`). ``shard``
+(i, n) keeps every n-th configuration of the grid from the i-th: one slice per job of a cluster job array, each with
+its own store, combined afterwards with ``nalm merge`` (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -28,6 +33,20 @@ def specs(profile: str, only: list[str] | None = None) -> list[RunSpec]:
         raise ConfigError(f"unknown profile {profile!r}; choose from: {', '.join(PROFILES)}")
     names = list_experiments() if only is None else only
     return [s for n in names for s in get_experiment(n).grid(profile)]
+
+
+EXECUTORS = ("local", "ray")
+
+
+def shard_of(specs_: list[RunSpec], shard: tuple[int, int] | None) -> list[RunSpec]:
+    """Configurations i, i + n, i + 2n, ... of the grid for ``shard`` = (i, n) (the grid's order is fixed by the
+    code, so the n shards of one profile cover it exactly once)."""
+    if shard is None:
+        return specs_
+    i, n = shard
+    if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+        raise ConfigError(f"a shard is I/N with 0 <= I < N, got {i}/{n}")
+    return specs_[i::n]
 
 
 def duration(seconds: float) -> str:
@@ -83,19 +102,32 @@ def _bar(total: float, runs: int, profile: str, enabled: bool):
 
 
 def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, jobs: int = 1,
-              progress: bool = True, device: str = "cpu", poll: float = 2.0) -> None:
-    """Run every configuration of ``profile`` not yet finished in the store."""
-    todo = specs(profile, only)
+              progress: bool = True, device: str = "cpu", poll: float = 2.0, executor: str = "local",
+              shard: tuple[int, int] | None = None, **ray_options) -> dict | None:
+    """Run every configuration of ``profile`` (of ``shard``) not yet finished in the store, with ``executor``.
+
+    ``ray_options`` go to :func:`nalm.executors.ray_executor.run_sweep` (address, seed_block, max_in_flight,
+    max_retries, checkpoint_every); the Ray executor returns its counts (tasks, finished, failed, seconds, ...)."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose from: {', '.join(EXECUTORS)}")
+    if executor == "local" and any(v is not None for v in ray_options.values()):
+        given = ", ".join(k for k, v in ray_options.items() if v is not None)
+        raise ConfigError(f"{given}: options of --executor ray, not of the local process pool")
+    todo = shard_of(specs(profile, only), shard)
     with Store(store_path) as store:  # create the database (and fail early on a bad path) before starting workers
         finished = {r["key"] for r in store.runs()}
     todo = [s for s in todo if config_key(s.resolved()) not in finished]
     cost = [s.exp.cost(s) for s in todo]
     total = sum(cost)
+    where = "on a Ray cluster" if executor == "ray" else f"on {jobs} worker process(es)"
     print(f"reproduce --profile {profile}: {len(todo)} configurations to run, {len(finished)} already in the store; "
-          f"estimated {duration(total / max(1, min(jobs, len(todo))))} on {jobs} worker process(es)",
+          f"{duration(total)} of one core {where}" + ("" if executor == "ray" else
+                                                     f", estimated {duration(total / max(1, min(jobs, len(todo))))}"),
           file=sys.stderr)
+    if executor == "ray":
+        return _reproduce_ray(todo, store_path, profile, progress, device, ray_options)
     if not todo:
-        return
+        return None
     bar = _bar(total, len(todo), profile, progress)
     failed: list[str] = []
     done = 0
@@ -142,3 +174,21 @@ def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, j
     if failed:
         raise NalmError(f"{len(failed)} of {len(todo)} runs failed (the others are in the store):\n  "
                         + "\n  ".join(failed))
+
+
+def _reproduce_ray(todo, store_path, profile, progress, device, options) -> dict:
+    from .executors.ray_executor import run_sweep
+
+    options = {k: v for k, v in options.items() if v is not None}
+    stats = run_sweep(todo, store_path, device=device, progress=progress, desc=f"reproduce {profile}", **options)
+    print(f"reproduce (ray): {stats['tasks']} tasks submitted, {stats['finished']} blocks finished, "
+          f"{stats['runs']} configurations finished, {stats['failed']} failed; {stats['seconds']:.1f} s "
+          f"(Ray start-up {stats['ray_start_seconds']:.1f} s)", file=sys.stderr)
+    if stats["failed"]:
+        with Store(store_path) as store:
+            failures = store.failures()
+        raise NalmError(f"{len(failures)} task(s) failed (recorded in the store's failures table; the rest are in "
+                        f"the store, and the same command retries only what is missing):\n  "
+                        + "\n  ".join(f"{f['name']} seeds {f['first_seed']}..{f['first_seed'] + f['seeds'] - 1}: "
+                                       f"{f['error'].splitlines()[0]}" for f in failures))
+    return stats

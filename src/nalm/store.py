@@ -10,9 +10,18 @@ Tables:
   artifacts(key, name, data) JSON results that are not per seed (e.g. Figure 1's error against input).
   checkpoints(key, step, state)   the latest checkpoint of an unfinished run (deleted when it finishes).
   leases(key, owner, host, pid, heartbeat)   which process is training a run now (see :meth:`Store.acquire`).
+  blocks(key, first_seed, seeds, status, step, checkpoint, records, artifacts, seconds, finished)   the seed blocks of
+      a run that the Ray executor trains as separate tasks (:mod:`nalm.executors`): a finished block's per-seed
+      records and artifacts until the run's last block arrives, an unfinished one's latest checkpoint.
+  failures(key, first_seed, seeds, name, error, failed)   the latest error of each block (or run) whose task raised;
+      deleted when it succeeds.
 
 A run writes its curve rows and its checkpoint in one transaction, so after a crash (even ``kill -9``) the store
 holds a consistent prefix of the run, and running the same command again resumes from it.
+
+The blocks and failures tables are additive: a schema-2 nalm that does not know them reads the file as before, so
+they are created when a writable store lacks them, without a new schema version (which would make older nalm refuse
+the file for nothing). ``Store.merge`` copies the finished runs of another store (``nalm merge``).
 
 A file that is not a nalm store (another SQLite database, or anything else), a damaged one, or one written by a newer
 nalm is refused with a :class:`DataError` naming it, and left untouched; a store of schema 1 is upgraded in place.
@@ -68,6 +77,20 @@ CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
 """
+
+#: Tables that older readers ignore (no schema version of their own): made with the schema, or added on a writable
+#: open of a store that lacks them.
+_ADDITIVE = """
+CREATE TABLE IF NOT EXISTS blocks (
+    key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE, first_seed INTEGER NOT NULL, seeds INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done')), step INTEGER, checkpoint BLOB, records TEXT,
+    artifacts TEXT, seconds REAL NOT NULL DEFAULT 0, finished REAL, PRIMARY KEY (key, first_seed));
+CREATE TABLE IF NOT EXISTS failures (
+    key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE, first_seed INTEGER NOT NULL, seeds INTEGER NOT NULL,
+    name TEXT NOT NULL, error TEXT NOT NULL, failed REAL NOT NULL, PRIMARY KEY (key, first_seed));
+"""
+#: The tables ``Store.merge`` copies for each finished run (in this order: runs first, for the foreign keys).
+_RUN_TABLES = ("runs", "seeds", "curves", "artifacts")
 
 #: Schema 1 -> 2: per-seed and per-step values beyond the fixed columns (JSON), and run leases.
 _UPGRADE_1 = """
@@ -148,7 +171,7 @@ class Store:
                 self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 self.conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writing workers
                 with self.conn:  # one write transaction: another process sees no tables or all of them
-                    self.conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                    self.conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + _ADDITIVE + "COMMIT;")
         except sqlite3.DatabaseError as e:
             self.conn.close()
             raise DataError(f"{self.path} is not a readable nalm results database ({e}); it was left untouched: "
@@ -182,6 +205,9 @@ class Store:
             with self.conn:  # executescript commits first; the upgrade itself runs as one script
                 self.conn.executescript("BEGIN IMMEDIATE;" + _UPGRADE_1 + f"PRAGMA application_id = {APPLICATION_ID};"
                                         "COMMIT;")
+        if not readonly and not {"blocks", "failures"} <= tables:
+            with self.conn:
+                self.conn.executescript("BEGIN IMMEDIATE;" + _ADDITIVE + "COMMIT;")
         return False
 
     def close(self) -> None:
@@ -214,13 +240,8 @@ class Store:
         transaction; the lease this process holds on the run is renewed in it too."""
         buf = io.BytesIO()
         torch.save(state, buf)
-        rows = []
-        for r in curve_rows:
-            values, extra = _split(r, CURVE_COLUMNS, ("seed", "step"))
-            rows.append((key, r["seed"], r["step"], *values, extra))
         with self.conn:
-            self.conn.executemany(f"INSERT OR REPLACE INTO curves (key, seed, step, {', '.join(CURVE_COLUMNS)}, "
-                                  f"metrics) VALUES (?, ?, ?, {', '.join('?' * len(CURVE_COLUMNS))}, ?)", rows)
+            self._write_curves(key, curve_rows)
             self.conn.execute("INSERT OR REPLACE INTO checkpoints (key, step, state) VALUES (?, ?, ?)",
                               (key, step, buf.getvalue()))
             self.conn.execute("UPDATE leases SET heartbeat = ? WHERE key = ? AND owner = ?",
@@ -242,13 +263,16 @@ class Store:
                    artifacts: dict[str, object] | None = None) -> None:
         """Store the final per-seed rows, summary and artifacts, drop the checkpoint and the lease: one transaction.
 
-        The curves are already in: each checkpoint wrote those evaluated since the one before.
+        The curves are already in: each checkpoint wrote those evaluated since the one before. The run's seed
+        blocks and failures (Ray executor) go too: their records are now the run's seed rows.
         """
         rows = []
         for r in seed_rows:
             values, extra = _split(r, SEED_COLUMNS, ("seed",))
             rows.append((key, r["seed"], *values, extra))
         with self.conn:
+            self.conn.execute("DELETE FROM blocks WHERE key = ?", (key,))
+            self.conn.execute("DELETE FROM failures WHERE key = ?", (key,))
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO seeds (key, seed, {', '.join(SEED_COLUMNS)}, metrics) "
                 f"VALUES (?, ?, {', '.join('?' * len(SEED_COLUMNS))}, ?)", rows)
@@ -294,6 +318,101 @@ class Store:
         """The step of a run's latest checkpoint, without loading it."""
         row = self.conn.execute("SELECT step FROM checkpoints WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
+
+    def _write_curves(self, key: str, curve_rows: Iterable[dict]) -> None:
+        """Insert curve rows ({"seed", "step", metric: value, ...}) inside the caller's transaction."""
+        rows = []
+        for r in curve_rows:
+            values, extra = _split(r, CURVE_COLUMNS, ("seed", "step"))
+            rows.append((key, r["seed"], r["step"], *values, extra))
+        self.conn.executemany(f"INSERT OR REPLACE INTO curves (key, seed, step, {', '.join(CURVE_COLUMNS)}, "
+                              f"metrics) VALUES (?, ?, ?, {', '.join('?' * len(CURVE_COLUMNS))}, ?)", rows)
+
+    # -- seed blocks: one run trained as several tasks (nalm.executors) ------------------------------------------
+    def blocks(self, key: str) -> list[dict]:
+        """The blocks of run ``key`` the store knows, by first seed: first_seed, seeds, status ('running': it has a
+        checkpoint at ``step``; 'done'), seconds (of training so far), finished."""
+        rows = self.conn.execute("SELECT first_seed, seeds, status, step, seconds, finished FROM blocks WHERE key = ? "
+                                 "ORDER BY first_seed", (key,))
+        return [dict(zip(("first_seed", "seeds", "status", "step", "seconds", "finished"), r)) for r in rows]
+
+    def block_checkpoint(self, key: str, first_seed: int) -> tuple[int, bytes] | None:
+        """(step, serialised state) of an unfinished block's latest checkpoint, as the task returned it."""
+        row = self.conn.execute("SELECT step, checkpoint FROM blocks WHERE key = ? AND first_seed = ? AND "
+                                "status = 'running' AND checkpoint IS NOT NULL", (key, first_seed)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def block_results(self, key: str) -> list[dict]:
+        """The finished blocks of run ``key``, by first seed: first_seed, seeds, records, artifacts, seconds."""
+        rows = self.conn.execute("SELECT first_seed, seeds, records, artifacts, seconds FROM blocks WHERE key = ? AND "
+                                 "status = 'done' ORDER BY first_seed", (key,))
+        return [{"first_seed": f, "seeds": n, "records": json.loads(r), "artifacts": json.loads(a), "seconds": sec}
+                for f, n, r, a, sec in rows]
+
+    def save_block_checkpoint(self, key: str, first_seed: int, seeds: int, step: int, state: bytes,
+                              curve_rows: Iterable[dict], seconds: float) -> None:
+        """A block's task stopped at a checkpoint (its time slice ran out): its new curve rows and the checkpoint,
+        with the seconds it trained, in one transaction."""
+        with self.conn:
+            self._write_curves(key, curve_rows)
+            self.conn.execute("INSERT INTO blocks (key, first_seed, seeds, status, step, checkpoint, seconds) "
+                              "VALUES (?, ?, ?, 'running', ?, ?, ?) ON CONFLICT (key, first_seed) DO UPDATE SET "
+                              "seeds = excluded.seeds, status = 'running', step = excluded.step, "
+                              "checkpoint = excluded.checkpoint, seconds = blocks.seconds + excluded.seconds",
+                              (key, first_seed, seeds, step, state, seconds))
+
+    def finish_block(self, key: str, first_seed: int, seeds: int, records: list[dict], artifacts: dict,
+                     curve_rows: Iterable[dict], seconds: float) -> None:
+        """A block's task finished: its curve rows, per-seed records and artifacts (JSON; NaN kept), and the seconds
+        of its last slice added to those before, in one transaction; its failure, if any, is cleared."""
+        with self.conn:
+            self._write_curves(key, curve_rows)
+            self.conn.execute("INSERT INTO blocks (key, first_seed, seeds, status, records, artifacts, seconds, "
+                              "finished) VALUES (?, ?, ?, 'done', ?, ?, ?, ?) ON CONFLICT (key, first_seed) DO UPDATE "
+                              "SET seeds = excluded.seeds, status = 'done', step = NULL, checkpoint = NULL, "
+                              "records = excluded.records, artifacts = excluded.artifacts, "
+                              "seconds = blocks.seconds + excluded.seconds, finished = excluded.finished",
+                              (key, first_seed, seeds, json.dumps(records), json.dumps(artifacts), seconds,
+                               time.time()))
+            self.conn.execute("DELETE FROM failures WHERE key = ? AND first_seed = ?", (key, first_seed))
+
+    def record_failure(self, key: str, first_seed: int, seeds: int, name: str, error: str) -> None:
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO failures (key, first_seed, seeds, name, error, failed) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (key, first_seed, seeds, name, error, time.time()))
+
+    def failures(self) -> list[dict]:
+        """The recorded failures (latest per block), oldest first: key, first_seed, seeds, name, error, failed."""
+        rows = self.conn.execute("SELECT key, first_seed, seeds, name, error, failed FROM failures ORDER BY failed")
+        return [dict(zip(("key", "first_seed", "seeds", "name", "error", "failed"), r)) for r in rows]
+
+    # -- combining stores ----------------------------------------------------------------------------------------
+    def merge(self, path: str | Path) -> tuple[int, int]:
+        """Copy every finished run of the store at ``path`` (with its seed rows, curves and artifacts) that this
+        store does not hold finished, in one transaction; returns (copied, already here). A run is its
+        configuration's key, so a run in both stores is kept once (this store's copy); an unfinished copy of it
+        here is replaced. Unfinished runs of ``path`` are not copied (their checkpoints belong to its trainer)."""
+        if Path(path).resolve() == self.path.resolve():
+            raise DataError(f"cannot merge {path} into itself")
+        with Store(path, readonly=True) as src:
+            mine = {k for (k,) in self.conn.execute("SELECT key FROM runs WHERE status = 'done'")}
+            keys = [k for (k,) in src.conn.execute("SELECT key FROM runs WHERE status = 'done' ORDER BY created")]
+            new = [k for k in keys if k not in mine]
+            columns = {}
+            for table in _RUN_TABLES:  # the columns both files have (a schema-1 file lacks the metrics columns)
+                ours = [r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")]
+                theirs = {r[1] for r in src.conn.execute(f"PRAGMA table_info({table})")}
+                columns[table] = ", ".join(c for c in ours if c in theirs)
+            with self.conn:
+                for key in new:
+                    self.conn.execute("DELETE FROM runs WHERE key = ?", (key,))  # an unfinished copy, and its rows
+                    for table in _RUN_TABLES:
+                        cols = columns[table]
+                        rows = src.conn.execute(f"SELECT {cols} FROM {table} WHERE key = ?", (key,)).fetchall()
+                        if rows:
+                            marks = ", ".join("?" * len(rows[0]))
+                            self.conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
+        return len(new), len(keys) - len(new)
 
     # -- reading -------------------------------------------------------------------------------------------------
     def runs(self, experiment: str | None = None, status: str | None = "done") -> list[dict]:
