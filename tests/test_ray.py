@@ -52,6 +52,13 @@ class RayToy(Toy):
         return super().train(spec, **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def _toy_registered():
+    """The toy experiment registered for every test here (another test file's fixture may have removed it)."""
+    register_experiment(Toy)
+    yield
+
+
 def _specs(seeds: int = 4, eval_every: int = 25, **task) -> list[RunSpec]:
     train = TrainConfig(iterations=100, seeds=seeds, learning_rate=0.05, batch_size=16, eval_every=eval_every,
                         regularizers={})

@@ -17,7 +17,7 @@ from .base import (NOT_REPRODUCED, NOT_RUN, PROFILES, REPRODUCED, Claim, Experim
 from .runner import Busy, resolve_device, run, set_threads
 
 #: The experiments that ship with nalm, in the order of the paper; each module registers itself on import.
-BUILTIN = ("identity", "arithmetic", "number_words", "programs", "gridworld")
+BUILTIN = ("identity", "arithmetic", "mnist_sequences", "number_words", "programs", "gridworld", "mnist_parity")
 
 __all__ = ["Experiment", "Claim", "Verdict", "ReportContext", "RunSpec", "register_experiment", "get_experiment",
            "list_experiments", "unregister_experiment", "make_config", "run", "Busy", "set_threads",

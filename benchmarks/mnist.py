@@ -1,0 +1,109 @@
+"""Images per second of the MNIST sequence experiments (Table 2): one training step of the seed-batched trainer
+(the task's batch of S seeds + forward + backward + Adam + the cell's constraints), and one evaluation.
+
+Rows per digit net (``small``, ``mnist2018``), with an NAU cell over the conv net's outputs (the core costs little
+next to the conv net), sum target, ``--batch`` sequences of 10 images per seed:
+
+- ``trainer S=1``: the seed-batched trainer with one seed (``nalm.ensemble.Ensemble``, what ``nalm run`` builds);
+- ``trainer S=10, Ensemble loop`` / ``Ensemble vmap`` / ``SeedLoop``: ten seeds in one model, the conv net's seed
+  axis from ``Ensemble(mode="loop")`` (the default: ``mode="auto"``), ``Ensemble(mode="vmap")``, or the plain
+  :class:`nalm.nets.SeedLoop`;
+- ``one-model loop, 10 models``: ten S = 1 models, each with its own batch and Adam, stepped in turn;
+- ``evaluation``: ``MnistSequenceTask.evaluate`` (each of the 6,000 pool images through the conv net once, the
+  core over 100 sequences of each test length 1, 10, 100, 1000 and the validation set), per seed.
+
+Images per second = sequences × length × seeds per step ÷ CPU seconds per step (the fastest of ``--repeat`` timings
+of ``--steps`` steps after one warm-up step; CPU time of the one-threaded process, not wall time, because the
+machine is shared). Synthetic images (``nalm.data.mnist.synthetic_mnist``): the cost does not
+depend on the pixels.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mnist.py [--nets small mnist2018] [--batch 16] [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from nalm.data.mnist import synthetic_mnist
+from nalm.ensemble import Ensemble
+from nalm.nets import SeedLoop, build_sequence_model
+from nalm.tasks.base import seed_generators, torch_generators
+from nalm.tasks.mnist_sequences import MnistSequenceConfig, MnistSequenceTask
+from nalm.train import Hooks, make_optimizer, training_step
+
+ENSEMBLES = {"Ensemble loop": lambda f, s: Ensemble(f, s, mode="loop"),
+             "Ensemble vmap": lambda f, s: Ensemble(f, s, mode="vmap"),
+             "SeedLoop": lambda f, s: SeedLoop(f, s)}
+
+
+def setup(net: str, seeds: list[int], ensemble, mnist, config):
+    task = MnistSequenceTask(config, seeds, mnist)
+    model = build_sequence_model("nau", 1, num_seeds=len(seeds), digit_net=net, core_learning_rate=1e-2,
+                                 ensemble=ensemble)
+    model.reset_parameters(torch_generators(seeds, "init"))
+    opt = make_optimizer(model, 1e-3)
+    bitgens = [g.bit_generator for g in seed_generators(seeds, "data")]
+    alive = torch.ones(len(seeds), dtype=torch.bool)
+    hooks = Hooks.of(model, {})
+    state = {"step": 0, "buffer": None}
+
+    def step(batch):
+        state["step"] += 1
+        x, y, state["buffer"] = task.batch(state["step"], bitgens, batch, state["buffer"])
+        training_step(model, opt, x, y, state["step"], hooks, alive, task.loss)
+
+    return task, model, step
+
+
+def timed(fn, steps: int, repeat: int) -> float:
+    """CPU seconds of this process per call of ``fn`` (``time.process_time``: on a machine shared with other work,
+    wall time measures the others' load): the fastest of ``repeat`` timings of ``steps`` calls, after a warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        for _ in range(steps):
+            fn()
+        best = min(best, (time.process_time() - t0) / steps)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nets", nargs="+", default=["small", "mnist2018"])
+    p.add_argument("--batch", type=int, default=16, help="sequences of 10 images per seed per step (default 16)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    mnist = synthetic_mnist(6000, 1000)
+    config = MnistSequenceConfig(validation=1000, validation_sequences=100, test_sequences=100)
+    per_step = args.batch * config.train_length
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread; batch {args.batch} × 10 images per seed")
+    print("| net | batching | images per CPU-second | CPU ms per step |")
+    print("|---|---|---|---|")
+    for net in args.nets:
+        rows = []
+        _, _, step = setup(net, [0], ENSEMBLES["Ensemble loop"], mnist, config)
+        rows.append(("trainer S=1", per_step, timed(lambda: step(args.batch), args.steps, args.repeat)))
+        for label, ensemble in ENSEMBLES.items():
+            _, _, step = setup(net, list(range(10)), ensemble, mnist, config)
+            rows.append((f"trainer S=10, {label}", 10 * per_step,
+                         timed(lambda: step(args.batch), args.steps, args.repeat)))
+        singles = [setup(net, [s], ENSEMBLES["Ensemble loop"], mnist, config)[2] for s in range(10)]
+        rows.append(("one-model loop, 10 models", 10 * per_step,
+                     timed(lambda: [f(args.batch) for f in singles], max(1, args.steps // 3), args.repeat)))
+        task, model, _ = setup(net, [0], ENSEMBLES["Ensemble loop"], mnist, config)
+        model.eval()
+        pool = 1000 + len(mnist.test_labels)
+        rows.append(("evaluation, S=1 (forward of each pool image)", pool,
+                     timed(lambda: task.evaluate(model, 1), 1, args.repeat)))
+        for label, images, seconds in rows:
+            print(f"| {net} | {label} | {images / seconds:,.0f} | {1000 * seconds:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
