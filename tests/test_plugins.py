@@ -262,3 +262,15 @@ def test_bad_plugin_is_a_clear_error(tmp_path):
     env = {**os.environ, "NALM_EXPERIMENTS": "no_such_module_here"}
     out = subprocess.run([sys.executable, "-m", "nalm", "run", "--help"], capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "no_such_module_here" in out.stderr
+
+
+def test_identity_curve_of_seed_blocks_equals_one_block():
+    """Figure 1's curve merged from two blocks of seeds equals the curve of the four seeds trained together."""
+    exp = get_experiment("identity")
+    whole = RunSpec("identity", "relu6", dict(exp.smoke), replace(TINY, seeds=4))
+    blocks = [RunSpec("identity", "relu6", dict(exp.smoke), replace(TINY, seeds=2, first_seed=f)) for f in (0, 2)]
+    expected = exp.train(whole).artifacts
+    merged = exp.merge_artifacts(whole, [(b, exp.train(b).artifacts) for b in blocks], None)
+    assert merged["error_curve"]["models"] == expected["error_curve"]["models"] == 4
+    assert merged["error_curve"]["mae"] == pytest.approx(expected["error_curve"]["mae"], rel=1e-6)
+    assert merged["summary"]["mae_outside"] == pytest.approx(expected["summary"]["mae_outside"], rel=1e-6)

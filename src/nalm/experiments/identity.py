@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -85,6 +86,19 @@ class Identity(Experiment):
         s = {k: s[k] for k in ("seeds", "diverged", "normalized_interpolation_error", "normalized_extrapolation_error")}
         s.update(result.artifacts.pop("summary"))
         return s
+
+    def merge_artifacts(self, spec, parts, records):
+        """Figure 1's curve of a run trained in seed blocks (``--seed-block``): the mean over all blocks' models,
+        each block weighted by its number of models; equal to the curve of one block of all seeds up to rounding."""
+        curves = [a["error_curve"] for _, a in parts]
+        n = sum(c["models"] for c in curves)
+        mae = [sum(c["models"] * c["mae"][i] for c in curves if c["models"]) / n if n else math.nan
+               for i in range(len(curves[0]["x"]))]
+        lo, hi = curves[0]["train_range"]
+        inside = [v for x, v in zip(curves[0]["x"], mae) if lo <= x <= hi]
+        outside = [v for x, v in zip(curves[0]["x"], mae) if not lo <= x <= hi]
+        return {"error_curve": {**curves[0], "mae": mae, "models": n},
+                "summary": {"mae_inside": sum(inside) / len(inside), "mae_outside": sum(outside) / len(outside)}}
 
     def grid(self, profile):
         its, seeds = {"quick": (3_000, 20), "paper": (10_000, 100)}.get(profile, (0, 0))
