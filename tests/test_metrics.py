@@ -94,12 +94,11 @@ def test_threshold_negative_and_union_ranges(op, rng):
 
 
 def test_threshold_recurrent():
-    cfg = RecurrentArithmeticConfig(operation="add", input_size=10, subsets="0:3,2:6", test_length=20)
+    cfg = RecurrentArithmeticConfig(operation="add", input_size=10, subsets="0:3,2:6", test_length=20,
+                                    interpolation_range="1,2", extrapolation_range="1,2")
     static = success_threshold(cfg, samples=20_000)
     recurrent = success_threshold(cfg, samples=2_000, recurrent=True)
-    assert recurrent > static
-    # For add the error is linear in the inputs: Σ over T steps multiplies E[err²] by about T² (mean dominated).
-    assert recurrent / static == pytest.approx(20**2, rel=0.1)
+    assert recurrent > 20**2 * static  # the recurrent weights are perturbed too: their errors compound
 
 
 # --- normalised error and summary ---------------------------------------------------------------------------------

@@ -94,8 +94,9 @@ def test_report_tables_published_and_figures(store_path, tmp_path):
     assert "| nau-nau | a + b | 4 of 4 | 4,000 | 18,000 | 1.00e-03 | 0 |" in text
     assert "| relu6 | a + b | 0 of 4 | n/a | — | n/a | 3 |" in text
     # recurrent section: its own tables, no published numbers, hidden size per model
-    assert ("recurrent, 10 inputs per step, train 10 steps of U[1, 2] → test 100 steps of U[1, 2], 4 seeds × 300"
-            in text)
+    assert ("recurrent, 10 inputs per step, loss on the running target of every step 1–10, train 10 steps of "
+            "U[-1, 1] → test 1000 and 100 steps of U[-1, 1], subset ratio 0.4, overlap 0.5, 1,000 evaluation rows, "
+            "4 seeds" in text)
     assert "| a − b | 45.6 |" in text and "lstm: hidden size 16" in text
     # unfinished runs at the end
     tail = text[text.index("## In progress"):]

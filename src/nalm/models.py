@@ -7,18 +7,20 @@ Model names (``build_model``):
 - an activation name (``relu6``, ``relu``, ``tanh``, ``sigmoid``, ``softsign``, ``selu``, ``elu``, ...): the MLP
   baseline in -> hidden -> out with biases and that nonlinearity on the hidden layer.
 - recurrent (``recurrent=True``): ``"<unit>-<unit>"`` is the first unit's RecurrentCell over the sequence
-  followed by the second unit on the final state; ``lstm``, ``gru``, ``rnn-tanh``, ``rnn-relu`` are the classic
-  cells followed by a linear output layer.
+  followed by the second unit on the state after every step; ``lstm``, ``gru``, ``rnn-tanh``, ``rnn-relu`` are the
+  classic cells followed by a linear output layer. A recurrent model (:class:`SequenceModel`) maps
+  (*S, B, T, in) -> (*S, B, T, out): its output after every step (``steps=`` keeps only some of them).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .errors import ConfigError, ShapeError
 from .recurrent import RecurrentCell
 from .units import get_unit, list_units
 from .units.base import ArithmeticUnit, Generators
@@ -82,7 +84,7 @@ class SeedRNN(nn.Module):
     """LSTM, GRU or Elman RNN (tanh or ReLU) with a seed axis, batch first: (*S, B, T, in) -> (*S, B, hidden).
 
     Gate equations as in ``torch.nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``, and their initialisation U[−1/√H, 1/√H].
-    Returns the final hidden state.
+    ``forward`` returns the final hidden state, ``states`` the state after every step (or after chosen steps).
     """
 
     GATES = {"lstm": 4, "gru": 3, "rnn-tanh": 1, "rnn-relu": 1}
@@ -111,40 +113,97 @@ class SeedRNN(nn.Module):
                     for p_i, g in zip(p, gens):
                         p_i.uniform_(-bound, bound, generator=g)
 
+    def _cell(self, gi: Tensor, gh: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """One step from the input's and the state's gate pre-activations: (h, c) -> (h, c)."""
+        if self.kind == "lstm":
+            i, f, g, o = (gi + gh).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+        if self.kind == "gru":
+            ir, iz, in_ = gi.chunk(3, dim=-1)
+            hr, hz, hn = gh.chunk(3, dim=-1)
+            r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+            return (1 - z) * torch.tanh(in_ + r * hn) + z * h, c
+        pre = gi + gh
+        return (torch.tanh(pre) if self.kind == "rnn-tanh" else torch.relu(pre)), c
+
     def forward(self, xs: Tensor) -> Tensor:
         h = xs.new_zeros(xs.shape[:-2] + (self.hidden_size,))
         c = torch.zeros_like(h)
         gi_all = xs @ self.weight_ih.unsqueeze(-3).transpose(-1, -2) + self.bias_ih.unsqueeze(-3)  # (*S,B,T,G)
         w_hh = self.weight_hh.transpose(-1, -2)
         for t in range(xs.shape[-2]):
-            gi, gh = gi_all[..., t, :], h @ w_hh + self.bias_hh
-            if self.kind == "lstm":
-                i, f, g, o = (gi + gh).chunk(4, dim=-1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-            elif self.kind == "gru":
-                ir, iz, in_ = gi.chunk(3, dim=-1)
-                hr, hz, hn = gh.chunk(3, dim=-1)
-                r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-                h = (1 - z) * torch.tanh(in_ + r * hn) + z * h
-            else:
-                pre = gi + gh
-                h = torch.tanh(pre) if self.kind == "rnn-tanh" else torch.relu(pre)
+            h, c = self._cell(gi_all[..., t, :], h @ w_hh + self.bias_hh, h, c)
         return h
 
+    def states(self, xs: Tensor, steps: Sequence[int] | None = None, block: int = 128) -> Tensor:
+        """The hidden state after every step, (*S, B, T, hidden), or after the 0-based ``steps`` only,
+        (*S, B, len(steps), hidden). The input projection is computed ``block`` steps at a time, so a long
+        sequence never holds all T steps' gates at once."""
+        h = xs.new_zeros(xs.shape[:-2] + (self.hidden_size,))
+        c = torch.zeros_like(h)
+        w_ih, w_hh = self.weight_ih.unsqueeze(-3).transpose(-1, -2), self.weight_hh.transpose(-1, -2)
+        keep = _keep(steps, xs.shape[-2])
+        out = []
+        for t0 in range(0, xs.shape[-2], block):
+            gi_block = xs[..., t0:t0 + block, :] @ w_ih + self.bias_ih.unsqueeze(-3)
+            for k in range(gi_block.shape[-2]):
+                h, c = self._cell(gi_block[..., k, :], h @ w_hh + self.bias_hh, h, c)
+                if keep is None or t0 + k in keep:
+                    out.append(h)
+        return torch.stack(out, dim=-2)
 
-class UnitRNN(nn.Module):
-    """A unit's RecurrentCell over the sequence, returning the final state: (*S, B, T, in) -> (*S, B, hidden)."""
 
-    def __init__(self, cell: RecurrentCell):
+def _keep(steps, length: int) -> set[int] | None:
+    """The set of 0-based steps to keep (None: all), each checked to lie in the sequence."""
+    if steps is None:
+        return None
+    keep = {int(t) for t in steps}
+    if not keep or min(keep) < 0 or max(keep) >= length:
+        raise ShapeError(f"steps {sorted(keep)} must be non-empty and lie in 0..{length - 1} (the sequence has "
+                         f"{length} steps)")
+    if len(keep) != len(steps):
+        raise ShapeError(f"steps {list(steps)} must be distinct")
+    if list(steps) != sorted(keep):
+        raise ShapeError(f"steps {list(steps)} must be increasing")
+    return keep
+
+
+class SequenceModel(nn.Module):
+    """A recurrent body and a head applied after every step: (*S, B, T, in) -> (*S, B, T, out).
+
+    The body is a :class:`nalm.RecurrentCell` (an arithmetic unit's recurrent form, from its initial state) or a
+    :class:`SeedRNN`; the head maps the hidden state to the output. ``forward(xs, steps)`` with 0-based,
+    increasing ``steps`` returns only those steps, (*S, B, len(steps), out), and holds nothing else: a 1000-step
+    evaluation needs the memory of one step. An input shared by every seed may come as (1, B, T, in): it is
+    broadcast, never copied S times.
+    """
+
+    def __init__(self, body: nn.Module, head: nn.Module):
         super().__init__()
-        self.cell = cell
+        self.body, self.head = body, head
 
     def reset_parameters(self, generator: Generators = None) -> None:
-        self.cell.reset_parameters(generator)
+        self.body.reset_parameters(generator)
+        self.head.reset_parameters(generator)
 
-    def forward(self, xs: Tensor) -> Tensor:
-        return self.cell.run(xs)[1]
+    def states(self, xs: Tensor, steps: Sequence[int] | None = None) -> Tensor:
+        if isinstance(self.body, SeedRNN):
+            return self.body.states(xs, steps)
+        cell: RecurrentCell = self.body
+        if xs.dim() != len(cell._lead()) + 3 or xs.shape[-1] != cell.input_size:
+            raise ShapeError(f"a recurrent model expects a sequence of shape "
+                             f"{(*cell._lead(), 'B', 'T', cell.input_size)}, got {tuple(xs.shape)}")
+        keep, h, out = _keep(steps, xs.shape[-2]), None, []
+        xs = xs.expand(cell._lead() + xs.shape[-3:])  # a shared input (1, B, T, in): a view, copied step by step
+        for t in range(xs.shape[-2]):
+            h = cell(xs[..., t, :], h)
+            if keep is None or t in keep:
+                out.append(h)
+        return torch.stack(out, dim=-2)
+
+    def forward(self, xs: Tensor, steps: Sequence[int] | None = None) -> Tensor:
+        return self.head(self.states(xs, steps))
 
 
 def parse_model(name: str, recurrent: bool = False) -> tuple[str, tuple[str, ...]]:
@@ -165,7 +224,7 @@ def parse_model(name: str, recurrent: bool = False) -> tuple[str, tuple[str, ...
 
 
 def build_model(name: str, input_size: int, output_size: int = 1, *, hidden_size: int = 2,
-                num_seeds: int | None = None, recurrent: bool = False, device=None, dtype=None) -> Sequential:
+                num_seeds: int | None = None, recurrent: bool = False, device=None, dtype=None) -> nn.Module:
     """Build model ``name`` (see the module docstring) mapping input_size -> output_size through ``hidden_size``."""
     family, parts = parse_model(name, recurrent)
     f = {"num_seeds": num_seeds, "device": device, "dtype": dtype}
@@ -174,17 +233,16 @@ def build_model(name: str, input_size: int, output_size: int = 1, *, hidden_size
             raise ConfigError("MLP baselines have no recurrent form; use lstm, gru, rnn-tanh or rnn-relu")
         return mlp([input_size, hidden_size, output_size], parts[0], **f)
     if family == "rnn":
-        return Sequential(SeedRNN(parts[0], input_size, hidden_size, **f),
-                          get_unit("linear", hidden_size, output_size, bias=True, **f))
+        return SequenceModel(SeedRNN(parts[0], input_size, hidden_size, **f),
+                             get_unit("linear", hidden_size, output_size, bias=True, **f))
     first, second = parts
     if recurrent:
-        head: nn.Module = UnitRNN(RecurrentCell(first, input_size, hidden_size, **f))
-    else:
-        head = get_unit(first, input_size, hidden_size, **f)
-    return Sequential(head, get_unit(second, hidden_size, output_size, **f))
+        return SequenceModel(RecurrentCell(first, input_size, hidden_size, **f),
+                             get_unit(second, hidden_size, output_size, **f))
+    return Sequential(get_unit(first, input_size, hidden_size, **f), get_unit(second, hidden_size, output_size, **f))
 
 
-def seed_copy(model: nn.Module, name: str, i: int, **build_options) -> Sequential:
+def seed_copy(model: nn.Module, name: str, i: int, **build_options) -> nn.Module:
     """A single-seed model holding seed ``i`` of ``model`` (built by ``build_model(name, **build_options)``)."""
     single = build_model(name, **{**build_options, "num_seeds": None})
     single.load_state_dict({k: v[i] for k, v in model.state_dict().items()})

@@ -4,6 +4,8 @@ beside their published ones, solved-at and sparsity, and the success-rate figure
 from __future__ import annotations
 
 import json
+import math
+import textwrap
 from pathlib import Path
 
 from ..ranges import Range
@@ -41,6 +43,27 @@ SCORES = (
     "max over weights of min(|W|, |1 − |W||), mean over successful seeds (0: every weight exactly 0 or ±1).")
 
 
+RECURRENT_TASK = (
+    "**The recurrent task** (ours; the paper does not publish its setup). Each step brings 10 inputs; a_t and b_t "
+    "are the sums of two overlapping subsets of all inputs so far, and the loss counts the running target "
+    "op(a_t, b_t) after every step of 1–10-step training sequences. The tests are the final targets of 1000-step "
+    "sequences (and of their first 100 steps): a and b far outside anything seen in training. a + b, a − b, a × b "
+    "and a² use zero-centred inputs U[−1, 1] (their sums' variance is the signal that picks the inputs); a / b and "
+    "√a positive ones, U[1, 2] (b away from 0, a ≥ 0). Success: the MSE at 1000 steps under that of the cell whose "
+    "every weight, input and recurrent, is off by ε = 10⁻⁵ (zero weights with random signs).")
+RECURRENT_CLAIM = (
+    "*Paper (Trask et al. 2018, §4.1; no numbers are reproduced here, SPEC §2.2):* the NAC cell solves a + b and "
+    "a − b and the NALU cell every operation but a / b in extrapolation; LSTMs and RNNs fail to extrapolate.")
+
+
+def fine_score(v) -> str:
+    """A normalised error with the small ones readable: 0.0026 is "2.6e-03", not "0.0" (the recurrent units are
+    exact to a few thousandths of the untrained error, the classic cells near 100)."""
+    if v is not None and math.isfinite(v) and 0 < abs(v) < 0.1:
+        return format(v, ".1e")
+    return score(v)
+
+
 def _model_rank(model: str) -> tuple:
     return (MODEL_ORDER.index(model), "") if model in MODEL_ORDER else (len(MODEL_ORDER), model)
 
@@ -50,24 +73,39 @@ def strongest(runs: list[dict]) -> dict:
     return best_runs(runs, lambda r: (r["config"]["model"], r["config"]["task"]["operation"]))
 
 
+def _recurrent(config: dict) -> bool:
+    return "train_length" in config["task"]
+
+
 def _model_params(config: dict) -> dict:
-    """Per-model hyperparameters: the hidden size and the regularisers of the units the model contains."""
+    """Per-model hyperparameters: the hidden size and the regularisers of the units the model contains; in the
+    recurrent table also the iterations, evaluation interval and learning rate (the classic cells train shorter:
+    they cost more; the NAU cells slower: Adam's noise at 10⁻³ shakes their weights off the exact values)."""
     units = set(config["model"].split("-"))
     regs = {k: v for k, v in sorted(config["train"].get("regularizers", {}).items()) if k in units}
-    return {"hidden_size": config["task"].get("hidden_size"), "regularizers": regs}
+    params = {"hidden_size": config["task"].get("hidden_size"), "regularizers": regs}
+    if _recurrent(config):
+        tr = config["train"]
+        params.update(iterations=tr["iterations"], eval_every=tr.get("eval_every", 1000),
+                      learning_rate=tr.get("learning_rate", 1e-3))
+    return params
 
 
 def _params_text(p: dict) -> str:
     regs = ", ".join(f"{u} λ̂ = {r['scale']:g} ramped over steps {r['start']:,}–{r['end']:,}"
                      for u, r in p["regularizers"].items())
-    return f"hidden size {p['hidden_size']}" + (f", regulariser {regs}" if regs else "")
+    scale = (f", {p['iterations']:,} iterations (evaluated every {p['eval_every']:,}, learning rate "
+             f"{p['learning_rate']:g})" if "iterations" in p else "")
+    return f"hidden size {p['hidden_size']}" + scale + (f", regulariser {regs}" if regs else "")
 
 
 def _setting_key(c: dict) -> dict:
+    recurrent = _recurrent(c)
     c.pop("model", None)
     for k in ("operation", "hidden_size"):
         c["task"].pop(k, None)
-    c["train"].pop("regularizers", None)
+    for k in ("regularizers", *(("iterations", "eval_every", "learning_rate") if recurrent else ())):
+        c["train"].pop(k, None)
     return c
 
 
@@ -75,19 +113,41 @@ def describe(c: dict) -> str:
     """One line a reader can take in: data, ranges and scale of a setting."""
     t = c["task"]
     if "train_length" in t:
-        parts = [f"recurrent, {t['input_size']} inputs per step",
-                 f"train {t['train_length']} steps of {range_text(t['interpolation_range'])} → test "
-                 f"{t['test_length']} steps of {range_text(t['extrapolation_range'])}"]
+        lo, hi = t.get("min_train_length", t["train_length"]), t["train_length"]
+        if t.get("loss_steps", "last") == "all":
+            loss = f"loss on the running target of every step {lo}–{hi}" if lo < hi else f"loss at step {hi}"
+        else:
+            loss = f"loss on the final target of {lo}–{hi}-step sequences" if lo < hi else f"loss at step {hi}"
+        tests = f"{t['test_length']}" + (f" and {_short(t)}" if _short(t) else "")
+        parts = [f"recurrent, {t['input_size']} inputs per step", loss,
+                 f"train {hi} steps of {range_text(t['interpolation_range'])} → test {tests} steps of "
+                 f"{range_text(t['extrapolation_range'])}"]
+        scale = training_text(c, 1e-3)
+        first = c["train"].get("first_seed", 0)
+        scale[0] = f"{c['train']['seeds']} seeds" + (f" ({first}–{first + c['train']['seeds'] - 1})" if first else "")
+        per_model = ("evaluated every", "learning rate")  # shown per model
+        return ", ".join(parts + _subset_text(t) + [p for p in scale if not p.startswith(per_model)])
     else:
         parts = [f"static, {t['input_size']} inputs", f"train {range_text(t['interpolation_range'])} → test "
                                                        f"{range_text(t['extrapolation_range'])}"]
+    return ", ".join(parts + _subset_text(t) + training_text(c, 1e-3))
+
+
+def _short(t: dict) -> int:
+    """The short test length of a recurrent configuration in use (0: none)."""
+    short = t.get("short_test_length", 0)
+    return short if short < t["test_length"] else 0
+
+
+def _subset_text(t: dict) -> list[str]:
+    parts = []
     if t.get("subsets"):
         parts.append(f"fixed subsets {t['subsets']}")
     elif (t.get("subset_ratio"), t.get("overlap_ratio")) != (0.25, 0.5):
         parts.append(f"subset ratio {t['subset_ratio']:g}, overlap {t['overlap_ratio']:g}")
     if t.get("evaluation_size", 10_000) != 10_000:
         parts.append(f"{t['evaluation_size']:,} evaluation rows")
-    return ", ".join(parts + training_text(c, 1e-3))
+    return parts
 
 
 def _columns(runs: list[dict]) -> tuple[list[dict], dict]:
@@ -172,10 +232,20 @@ def _setting(setting: dict, static: bool, name: str, folder: Path) -> list[str]:
         run = cells.get((label, op))
         return fn(run["summary"] or {}) if run else "—"
 
-    for split in ("interpolation", "extrapolation"):
+    t = setting["config"]["task"]
+    splits = [("interpolation", "normalized_interpolation_error"), ("extrapolation", "normalized_extrapolation_error")]
+    if not static:
+        splits = [(f"interpolation ({t['train_length']} steps)", splits[0][1]),
+                  (f"extrapolation ({t['test_length']} steps)", splits[1][1])]
+        if _short(t):
+            splits.append((f"extrapolation ({_short(t)} steps)", "normalized_short_extrapolation_error"))
+    fmt = score if static else fine_score
+    for split, key in splits:
         lines += [f"**Table 1, {split}** (normalised error, median over seeds; 0 perfect, 100 random)", ""]
         lines += table(["operation", *labels], [[OP_LABELS.get(op, op)] + [
-            cell(lab, op, lambda s: score(s.get(f"normalized_{split}_error"))) for lab in labels] for op in ops])
+            cell(lab, op, lambda s: fmt(s.get(key))) for lab in labels] for op in ops])
+    if not static:
+        lines += [RECURRENT_CLAIM, ""]
 
     lines += ["**Success rate** (Madsen & Johansen; Wilson 95 % interval)", ""]
     lines += table(["model", *(OP_LABELS.get(op, op) for op in ops)],
@@ -209,7 +279,47 @@ def _setting(setting: dict, static: bool, name: str, folder: Path) -> list[str]:
     lines += table(header, rows)
     if _figure_success(folder / name, ops, columns, cells, published, setting["title"]):
         lines += [f"![Success rates ({setting['title']})]({name})", ""]
+    length_name = name.replace("success_rates", "error_by_length")
+    if not static and _figure_lengths(folder / length_name, ops, columns, cells, setting["title"]):
+        lines += ["**Error against sequence length** (median normalised error of the best-validation model on "
+                  "prefixes of the test sequences; training saw 1–10 steps)", "",
+                  f"![Error by length ({setting['title']})]({length_name})", ""]
     return lines
+
+
+def _figure_lengths(path: Path, ops: list[str], columns: list[dict], cells: dict, title: str) -> bool:
+    """Median normalised error against the sequence length, one panel per operation, one line per model."""
+    fig = new_figure((4.2 * max(1, len(ops)), 4.2))
+    if fig is None:
+        return False
+    cmap, drawn = colors("tab10"), False
+    axes = fig.subplots(1, len(ops), squeeze=False)[0]
+    for ax, op in zip(axes, ops):
+        for j, col in enumerate(columns):
+            run = cells.get((col["label"], op))
+            curve = ((run or {}).get("summary") or {}).get("normalized_error_by_length") or {}
+            pts = sorted((int(L), v) for L, v in curve.items() if v is not None)
+            if not pts:
+                continue
+            xs, ys = [L for L, _ in pts], [min(max(v, 1e-6), 1e4) for _, v in pts]  # inf (overflow) drawn at the top
+            ax.plot(xs, ys, "o-", ms=3, color=cmap(j % 10), label=col["label"])
+            drawn = True
+        ax.axvspan(1, 10, color="0.92")
+        ax.axhline(1e4, color="0.5", ls=":", lw=1)
+        ax.text(1.1, 1.4e4, "≥ 10⁴ or overflow (inf)", fontsize=7, color="0.4")
+        ax.set_xscale("log"), ax.set_yscale("log")
+        ax.set_ylim(1e-6, 1e5)
+        ax.set_xlabel("sequence length (steps)")
+        ax.set_title(OP_LABELS.get(op, op), fontsize=10)
+    axes[0].set_ylabel("normalised error (median; 100 = untrained)")
+    if not drawn:
+        return False
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    wrapped = textwrap.fill(title, 60 * max(1, len(ops)))
+    fig.suptitle(f"Error against sequence length (shaded: training lengths)\n{wrapped}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return True
 
 
 def section(exp, ctx) -> list[str]:
@@ -220,6 +330,8 @@ def section(exp, ctx) -> list[str]:
     if static:
         lines += [f"Published numbers are Madsen & Johansen's (2020), at {PUBLISHED_SETTING}: compare with the "
                   f"scale of each setting in mind.", ""]
+    else:
+        lines += [RECURRENT_TASK, ""]
     for i, setting in enumerate(settings(ctx.runs, _setting_key, describe)):
         lines += _setting(setting, static, figure_name(f"success_rates_{exp.name}", i), ctx.folder)
     return lines
