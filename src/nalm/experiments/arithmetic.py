@@ -36,34 +36,9 @@ def _regs(**overrides: Regularizer) -> dict:
     return {k: asdict(v) for k, v in {**DEFAULT_REGULARIZERS, **overrides}.items()}
 
 
-def _extrapolates(models: tuple[str, ...], ops: tuple[str, ...], claim_ops_text: str, solved: bool,
-                  fmt=arithmetic_report.score):
-    """A claim check: the models' median normalised extrapolation error is < 1 (``solved``) or > 10 (fails) on
-    every operation in ``ops``, in the largest-scale run of each (model, operation)."""
-
-    def check(ctx) -> Verdict:
-        best = arithmetic_report.strongest(ctx.runs)
-        found, bad = [], []
-        for m in models:
-            for op in ops:
-                r = best.get((m, op))
-                if r is None:
-                    continue
-                v = (r["summary"] or {}).get("normalized_extrapolation_error")
-                v = float("inf") if v is None else v
-                found.append(f"{m} {arithmetic_report.OP_LABELS[op]}: {fmt(v)}")
-                if (v < 1) != solved or (not solved and v <= 10):
-                    bad.append(found[-1])
-        if not found:
-            return Verdict(NOT_RUN, f"no finished run of {', '.join(models)} on {claim_ops_text}")
-        text = "normalised extrapolation error (median over seeds): " + "; ".join(found)
-        return Verdict(NOT_REPRODUCED if bad else REPRODUCED, text)
-
-    return check
-
-
-def _success_at_least(models: tuple[str, ...], ops: tuple[str, ...], rate: float):
-    """A claim check: in the largest-scale run of each (model, operation), at least ``rate`` of the seeds succeed."""
+def _per_run_check(models: tuple[str, ...], ops: tuple[str, ...], ops_text: str, heading: str, show, holds):
+    """A claim check over the largest-scale run of each (model, operation): ``show(summary)`` is its number in
+    words, ``holds(summary)`` whether the claim holds for it; reproduced when it holds for every run found."""
 
     def check(ctx) -> Verdict:
         best = arithmetic_report.strongest(ctx.runs)
@@ -74,15 +49,33 @@ def _success_at_least(models: tuple[str, ...], ops: tuple[str, ...], rate: float
                 if r is None:
                     continue
                 s = r["summary"] or {}
-                found.append(f"{m} {arithmetic_report.OP_LABELS[op]}: {s.get('successes', 0)} of {s.get('seeds', 0)} "
-                             f"({arithmetic_report.rate(s)})")
-                if (s.get("success_rate") or 0) < rate:
+                found.append(f"{m} {arithmetic_report.OP_LABELS[op]}: {show(s)}")
+                if not holds(s):
                     bad.append(found[-1])
         if not found:
-            return Verdict(NOT_RUN, f"no finished run of {', '.join(models)} on {', '.join(ops)}")
-        return Verdict(NOT_REPRODUCED if bad else REPRODUCED, "success at the longest test length: " + "; ".join(found))
+            return Verdict(NOT_RUN, f"no finished run of {', '.join(models)} on {ops_text}")
+        return Verdict(NOT_REPRODUCED if bad else REPRODUCED, f"{heading}: " + "; ".join(found))
 
     return check
+
+
+def _extrapolates(models: tuple[str, ...], ops: tuple[str, ...], ops_text: str, solved: bool,
+                  fmt=arithmetic_report.score):
+    """The models' median normalised extrapolation error is < 1 (``solved``) or > 10 (fails) on every op."""
+
+    def error(s):
+        v = s.get("normalized_extrapolation_error")
+        return float("inf") if v is None else v
+
+    return _per_run_check(models, ops, ops_text, "normalised extrapolation error (median over seeds)",
+                          lambda s: fmt(error(s)), lambda s: error(s) < 1 if solved else error(s) > 10)
+
+
+def _success_at_least(models: tuple[str, ...], ops: tuple[str, ...], rate: float):
+    """At least ``rate`` of the seeds succeed in the largest-scale run of each (model, operation)."""
+    return _per_run_check(models, ops, ", ".join(ops), "success at the longest test length",
+                          lambda s: f"{s.get('successes', 0)} of {s.get('seeds', 0)} ({arithmetic_report.rate(s)})",
+                          lambda s: (s.get("success_rate") or 0) >= rate)
 
 
 def recurrent_claims() -> tuple[Claim, ...]:
