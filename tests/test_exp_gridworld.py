@@ -157,6 +157,24 @@ def test_seed_blocks_merge_into_one_run(tmp_path):
         EXP.summarize(spec, whole)
 
 
+def test_a_seed_trained_alone_equals_the_same_seed_trained_beside_another(tmp_path):
+    """Seed independence end to end: training and evaluation of seed 1 do not depend on seed 0 being there."""
+    with Store(tmp_path / "s.sqlite") as store:
+        both = _train(store)[2]
+        alone = _train(store, train=TrainConfig(**{**TINY.__dict__, "first_seed": 1, "seeds": 1}))[2]
+    assert [r["seed"] for r in alone.records] == [1]
+    for name, value in alone.artifacts.items():
+        if name == "per_instruction":
+            for m, v in value.items():
+                np.testing.assert_array_equal(np.asarray(v)[:1] if m != "instructions" else v,
+                                              np.asarray(both.artifacts[name][m])[1:] if m != "instructions"
+                                              else both.artifacts[name][m], err_msg=m)
+        else:
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(both.artifacts[name])[1:], err_msg=name)
+    assert {k: v for k, v in alone.records[0].items() if k != "seconds"} == \
+        {k: v for k, v in both.records[1].items() if k != "seconds"}
+
+
 def test_report_section_tables_and_figures(tmp_path):
     with Store(tmp_path / "s.sqlite") as store:
         for model, h in (("a2c-lstm", 13), ("a2c-nac", 15), ("a2c-nac-counter", 18)):

@@ -312,12 +312,14 @@ def _mean_rows(rows: list[dict]) -> dict[str, list[float]]:
 # -- evaluation ---------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(agent: ActorCritic, env_config: TimeGridConfig, *, instructions: Iterable[int] = range(8, 31),
-             episodes: int = 100, seed: int = 0, greedy: bool = False) -> dict[str, np.ndarray]:
+             episodes: int = 100, seed: int = 0, greedy: bool = False,
+             seeds: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Play ``episodes`` episodes per instruction T with every seed's agent; per-seed, per-T results (S, K).
 
     The episodes (target and start squares) are the same for every seed and every T, drawn from evaluation
     stream ``seed``; actions are sampled from the policy (the stochastic policy that was trained; ``greedy=True``
-    takes the argmax instead), seed s's from its own stream. Returns ``instructions`` (K,) and (S, K) arrays:
+    takes the argmax instead), model seed s's from its own stream, so a seed's result does not depend on which
+    seeds are evaluated beside it (``seeds``: the S model seeds, default 0 … S − 1). Returns ``instructions`` (K,) and (S, K) arrays:
     ``reward`` (mean episode reward), ``on_time`` (rate of arriving exactly at T), ``early``, ``late`` (arrived
     before / after T) and ``timeout`` (never arrived) rates.
     """
@@ -326,12 +328,15 @@ def evaluate(agent: ActorCritic, env_config: TimeGridConfig, *, instructions: It
         raise ConfigError(f"evaluate: instructions must be positive integers and episodes a positive integer; got "
                           f"{instructions.tolist()!r}, {episodes!r}")
     S, E = agent.num_seeds, episodes
+    seeds = list(range(S)) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != S:
+        raise ConfigError(f"evaluate: got {len(seeds)} seeds for an agent with num_seeds={S}")
     config = TimeGridConfig.build(env_config, instruction_limit=max(env_config.instruction_limit,
                                                                     int(instructions[-1])))
     placements = slot_seeds([evaluation_generator(seed, 0)], E) * S  # the same E episodes for every seed
     out = {k: np.zeros((S, len(instructions))) for k in ("reward", "on_time", "early", "late", "timeout")}
     for j, T in enumerate(instructions):
-        rngs = [evaluation_generator(seed, 1 + s) for s in range(S)]
+        rngs = [evaluation_generator(seed, 1 + s) for s in seeds]
         env = TimeGridVectorEnv(S * E, config)
         obs, _ = env.reset(seed=placements, options={"instruction": int(T)})
         state, first = agent.initial_state(E), np.ones((S, E), dtype=bool)

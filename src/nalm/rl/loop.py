@@ -133,7 +133,7 @@ def run_agents(plan: RunPlan, *, store=None, key: str | None = None, tensorboard
         else:
             agent, env_steps = _a3c(plan, log, saved, base_seconds, progress)
         evaluation = evaluate(agent, plan.env_config, instructions=plan.eval_instructions,
-                              episodes=plan.eval_episodes, seed=plan.eval_seed)
+                              episodes=plan.eval_episodes, seed=plan.eval_seed, seeds=plan.seeds)
         for i, w in enumerate(writers):
             for j, T in enumerate(evaluation["instructions"]):
                 w.add_scalar("evaluation/reward_by_T", float(evaluation["reward"][i, j]), int(T))
