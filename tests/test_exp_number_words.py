@@ -186,7 +186,7 @@ def test_profiles_cover_the_three_rows_and_cost_grows_with_the_work():
         assert {s.model for s in grid} == {"linear", "nac", "nalu"} and min(s.train.seeds for s in grid) >= seeds
     assert len({s.name for s in quick}) == 3 and len({json.dumps(s.resolved()) for s in acceptance}) == 9
     assert sum(exp.cost(s) for s in quick) < 6 * 60  # the quick budget: about 6 core-minutes
-    assert 1800 < sum(exp.cost(s) for s in acceptance) < 2 * 3600  # about an hour on 2 workers
+    assert 600 < sum(exp.cost(s) for s in acceptance) < 3600  # under half an hour on 2 workers
     small, big = (RunSpec("number-words", "nalu", {}, TrainConfig(iterations=1000, seeds=s)) for s in (1, 50))
     assert 0 < exp.cost(small) < exp.cost(big)
 

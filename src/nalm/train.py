@@ -95,7 +95,8 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose from: {', '.join(OPTIMIZERS)}")
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and 0 < self.grad_clip < math.inf):
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float))
+                                               and 0 < self.grad_clip < math.inf):
             raise ConfigError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
         for unit, r in self.regularizers.items():
             Regularizer(**r)
@@ -236,7 +237,7 @@ def _plain(state):
     return state.tolist() if isinstance(state, np.ndarray) else state
 
 
-class _Progress:
+class ProgressBar:
     """A tqdm bar on a terminal (when tqdm is installed); silent otherwise."""
 
     def __init__(self, total: int, initial: int, desc: str, enabled: bool):
@@ -373,7 +374,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key:
     if step == 0:
         evaluate_now(0)
         checkpoint(0)
-    bar = _Progress(config.iterations, step, desc, progress)
+    bar = ProgressBar(config.iterations, step, desc, progress)
     buffer = None
     alive = book.alive.to(device) if device is not None else book.alive
     while step < config.iterations:

@@ -253,7 +253,7 @@ class Gridworld(Experiment):
 
     def train(self, spec, *, store=None, key=None, progress=False, device=None):
         from ..rl.loop import RunPlan, run_agents
-        from ..train import TrainResult, _Progress
+        from ..train import ProgressBar, TrainResult
 
         if device is not None and getattr(device, "type", str(device)) != "cpu":
             raise ConfigError(f"gridworld trains on the CPU (its environment is numpy arrays); got device {device}")
@@ -265,7 +265,7 @@ class Gridworld(Experiment):
                        eval_instructions=tuple(range(c.min_instruction, c.eval_max_instruction + 1)),
                        eval_episodes=c.eval_episodes)
         done = store.checkpoint_step(key) if store is not None and key is not None else None
-        bar = _Progress(tc.iterations * (tc.seeds if c.algorithm == "a3c" else 1), done or 0, spec.name, progress)
+        bar = ProgressBar(tc.iterations * (tc.seeds if c.algorithm == "a3c" else 1), done or 0, spec.name, progress)
         out = run_agents(plan, store=store, key=key, tensorboard=c.tensorboard, progress=bar.update)
         bar.close()
         ev, weights = out["evaluation"], nac_weights(out["agent"])
@@ -304,18 +304,17 @@ class Gridworld(Experiment):
     def grid(self, profile):
         """quick: the two agents of the paper, 3 seeds × 3,000 updates (3.8M env-steps per seed; 5.5 min of CPU in
         all: 3 min on 2 idle cores, 22 min on ours at a load average of 12); acceptance: all three agents, 5 seeds ×
-        10,000 updates (12.8M env-steps per seed; about 40 min of CPU: 20 min on 2 idle cores, an hour or more
-        here); paper: the 56 × 56 image the paper's agents saw, 10 seeds × 20,000 updates (25.6M env-steps per
+        6,000 updates (7.7M env-steps per seed; about 23 min of CPU by :meth:`cost`); paper: the 56 × 56 image the paper's agents saw, 10 seeds × 20,000 updates (25.6M env-steps per
         seed; about a day of CPU). The compact grid carries the same information as the image and trains about 10×
         faster (rl.vector, rl.agents), so quick and acceptance use it; ``--observation image`` trains on pixels.
         """
         plans = {"quick": (("a2c-lstm", "a2c-nac"), 3, 3_000, "grid"),
-                 "acceptance": (MODELS, 5, 10_000, "grid"), "paper": (MODELS, 10, 20_000, "image")}
+                 "acceptance": (MODELS, 5, 6_000, "grid"), "paper": (MODELS, 10, 20_000, "image")}
         if profile not in plans:
             return []
         models, seeds, updates, observation = plans[profile]
         train = TrainConfig(iterations=updates, seeds=seeds, batch_size=64, learning_rate=3e-3,
-                            eval_every=50 if updates < 10_000 else 200, grad_clip=40.0, regularizers={})
+                            eval_every=50 if updates <= 6_000 else 200, grad_clip=40.0, regularizers={})
         return [RunSpec(self.name, m, {"observation": observation}, train) for m in models]
 
     def cost(self, spec):

@@ -277,7 +277,7 @@ class NumberWords(Experiment):
             return [RunSpec(self.name, "linear", {}, tc(15_000, 169, 1e-2)),
                     RunSpec(self.name, "nac", {}, tc(5_000, 169, 1e-2)),
                     RunSpec(self.name, "nalu", {}, tc(15_000, 32, 1e-3))]
-        seeds, iterations, every = {"acceptance": (25, 40_000, 500), "paper": (100, 100_000, 1000)}.get(profile,
+        seeds, iterations, every = {"acceptance": (10, 20_000, 500), "paper": (100, 100_000, 1000)}.get(profile,
                                                                                                          (0, 0, 0))
         return [RunSpec(self.name, m, {}, TrainConfig(iterations=iterations, seeds=seeds, batch_size=batch,
                                                       learning_rate=lr, eval_every=every))

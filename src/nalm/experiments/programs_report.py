@@ -39,9 +39,9 @@ GRIDS = {
     "add": {
         "quick": [(m, {}, (3000, 5, 500)) for m in ("lstm", "ugrnn", "lstm-nalu", "lstm-nau")]
         + [("lstm-nalu", PAPER_LITERAL, (3000, 5, 500)), ("dnc", {}, (500, 3, 250))],
-        "acceptance": [(m, {}, (20_000, 10, 1000)) for m in ("ugrnn", "lstm", "lstm-nalu", "lstm-nau")]
-        + [("lstm-nalu", o, (20_000, 10, 1000)) for o in (PAPER_LITERAL, NEUTRAL_GATE)]
-        + [("dnc", {}, (5000, 10, 500))],
+        "acceptance": [(m, {}, (10_000, 5, 1000)) for m in ("ugrnn", "lstm", "lstm-nalu", "lstm-nau")]
+        + [("lstm-nalu", o, (10_000, 5, 1000)) for o in (PAPER_LITERAL, NEUTRAL_GATE)]
+        + [("dnc", {}, (2500, 5, 500))],
         "paper": [(m, {}, (100_000, 100, 2000)) for m in ORDER] + [("lstm-nalu", PAPER_LITERAL, (100_000, 100, 2000))],
     },
     "eval": {
