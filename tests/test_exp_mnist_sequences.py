@@ -40,6 +40,10 @@ def test_options_are_checked():
     names = {RunSpec(e, m, t).name for e in ("mnist-sum", "mnist-count") for m in ("nau", "lstm")
              for t in ({}, {"digit_net": "small"}, {"loss_steps": "last"}, {"digit_outputs": 10})}
     assert len(names) == 16 and RunSpec("mnist-sum", "nau", {"recurrent_init": "identity"}).name not in names
+    for model in ("nac", "lstm"):  # an initialisation the core does not support fails before anything is stored
+        with pytest.raises(ConfigError, match="recurrent_init"):
+            RunSpec("mnist-sum", model, {"recurrent_init": "identity"})
+    assert RunSpec("mnist-sum", "nau", {"recurrent_init": "identity"}).model == "nau"
 
 
 def test_synthetic_data_is_fixed_and_labelled():

@@ -106,6 +106,11 @@ class Experiment:
         if model not in self.models:
             raise ConfigError(f"unknown model {model!r} for {self.name}; choose from: {', '.join(self.models)}")
 
+    def check_run(self, config, model: str) -> None:
+        """Raise ConfigError when ``model`` cannot run with task ``config`` (checked when a :class:`RunSpec` is made,
+        before anything is stored); by default :meth:`check_model`. Override for options that suit some models only."""
+        self.check_model(model)
+
     def task(self, config, seeds: list[int]):
         """*Required* (for the default ``train``): the :class:`nalm.tasks.base.Task` of ``config`` for ``seeds``."""
         raise NotImplementedError
@@ -201,7 +206,7 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        self.exp.check_model(self.model)
+        self.exp.check_run(self.task_config(), self.model)
 
     @property
     def exp(self) -> Experiment:

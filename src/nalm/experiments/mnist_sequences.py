@@ -40,7 +40,7 @@ import torch
 from ..data.mnist import cached_mnist
 from ..errors import ConfigError
 from ..models import RECURRENT_BASELINES
-from ..nets import DIGIT_NETS, RECURRENT_INITS, build_sequence_model
+from ..nets import DIGIT_NETS, RECURRENT_INITS, build_sequence_model, make_core
 from ..reporting import best_runs, colors, figure_name, median, new_figure, num, settings, table, training_text
 from ..tasks.base import seed_generators
 from ..tasks.mnist_sequences import (LOSS_STEPS, MnistSequenceConfig, MnistSequenceTask, draw_sequences,
@@ -342,6 +342,12 @@ class _MnistSequences(Experiment):
         if model not in RECURRENT_BASELINES and model not in list_units():
             raise ConfigError(f"unknown model {model!r} for {self.name}; choose from: "
                               f"{', '.join(RECURRENT_BASELINES)} or a unit: {', '.join(list_units())}")
+
+    def check_run(self, config, model: str) -> None:
+        """The model, and a recurrent initialisation it supports (a tiny core is built to ask)."""
+        self.check_model(model)
+        if config.recurrent_init != "unit":
+            make_core(model, 1, num_seeds=1, recurrent_init=config.recurrent_init)
 
     def task(self, config, seeds):
         return MnistSequenceTask(config.sequence_config(self.target), seeds,
