@@ -28,7 +28,7 @@ STATIC_MODELS = ("relu6", "linear", "nac-nac", "nac-nac_mul", "nalu-nalu", "nau-
 RECURRENT_MODELS = ("nau-nau", "nau-nmu", "nac-nac", "nalu-nalu", "lstm", "gru", "rnn-tanh", "rnn-relu")
 #: The classic recurrent cells need more than 2 hidden units to fit anything; the arithmetic units do not.
 RECURRENT_BASELINE_HIDDEN = 16
-QUICK_UNIT_ITERATIONS, QUICK_BASELINE_ITERATIONS = 6_000, 2_000
+QUICK_UNIT_ITERATIONS, QUICK_BASELINE_ITERATIONS = 25_000, 2_000
 ACCEPTANCE_ITERATIONS, ACCEPTANCE_BASELINE_ITERATIONS = 50_000, 10_000
 
 
@@ -113,11 +113,14 @@ def recurrent_grid(profile: str) -> list[RunSpec]:
     """The recurrent runs of each profile (see the README for what each shows and costs)."""
     units, baselines = ("nau-nau", "nau-nmu", "nac-nac", "nalu-nalu"), ("lstm", "gru", "rnn-tanh", "rnn-relu")
     if profile == "quick":  # a + b and a − b only (the budget): the units extrapolate, the baselines do not
-        unit = TrainConfig(iterations=QUICK_UNIT_ITERATIONS, seeds=10, eval_every=2_000,
-                           regularizers=_regs(nau=Regularizer(0.01, 1_000, 4_000)))
+        # The NAU cell as in the acceptance runs (lr 3·10⁻⁴, the same ramp), whose seeds were solved by step 16,000 in
+        # 9 of 10 cases; the NAC cell's median normalised error at 1000 steps fell below 1 by step 14,000 there.
+        nau = TrainConfig(iterations=QUICK_UNIT_ITERATIONS, seeds=10, eval_every=2_500, learning_rate=3e-4,
+                          regularizers=_regs(nau=Regularizer(0.01, 5_000, 25_000)))
+        other = dataclasses.replace(nau, learning_rate=1e-3)
         base = TrainConfig(iterations=QUICK_BASELINE_ITERATIONS, seeds=10, eval_every=QUICK_BASELINE_ITERATIONS)
-        return [_recurrent_spec(m, op, unit if m in units else base) for op in ("add", "sub")
-                for m in ("nau-nau", "nac-nac", "nalu-nalu", *baselines)]
+        return [_recurrent_spec(m, op, nau if m == "nau-nau" else other if m in units else base)
+                for op in ("add", "sub") for m in ("nau-nau", "nac-nac", "nalu-nalu", *baselines)]
     if profile == "acceptance":
         return recurrent_acceptance()
     # Paper scale (the paper gives none): 100 seeds × 10⁵ steps for every model and operation; the ramps end
