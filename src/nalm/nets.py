@@ -131,8 +131,8 @@ class SeedLoop(nn.Module):
 class RNNCore(nn.Module):
     """LSTM, GRU or Elman RNN (tanh / ReLU) with a seed axis, all steps, and a linear read-out with bias.
 
-    Runs the parameters of a :class:`nalm.models.SeedRNN` (its gate equations, which follow ``torch.nn.LSTM`` /
-    ``nn.GRU`` / ``nn.RNN``) but returns every step: (S, B, T, in) -> (S, B, T, out).
+    A :class:`nalm.models.SeedRNN` (its gate equations follow ``torch.nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``) read out
+    after every step: (S, B, T, in) -> (S, B, T, out).
     """
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, output_size: int, *, num_seeds: int) -> None:
@@ -149,27 +149,7 @@ class RNNCore(nn.Module):
 
     def states(self, xs: Tensor) -> Tensor:
         """The hidden state after every step: (S, B, T, in) -> (S, B, T, hidden)."""
-        r = self.rnn
-        h = xs.new_zeros(xs.shape[:-2] + (r.hidden_size,))
-        c = torch.zeros_like(h)
-        gi_all = xs @ r.weight_ih.unsqueeze(-3).transpose(-1, -2) + r.bias_ih.unsqueeze(-3)  # (S, B, T, gates)
-        w_hh = r.weight_hh.transpose(-1, -2)
-        out = []
-        for t in range(xs.shape[-2]):
-            gi, gh = gi_all[..., t, :], h @ w_hh + r.bias_hh
-            if self.kind == "lstm":
-                i, f, g, o = (gi + gh).chunk(4, dim=-1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-            elif self.kind == "gru":
-                ir, iz, in_ = gi.chunk(3, dim=-1)
-                hr, hz, hn = gh.chunk(3, dim=-1)
-                r_, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-                h = (1 - z) * torch.tanh(in_ + r_ * hn) + z * h
-            else:
-                h = torch.tanh(gi + gh) if self.kind == "rnn-tanh" else torch.relu(gi + gh)
-            out.append(h)
-        return torch.stack(out, dim=-2)
+        return self.rnn.states(xs)
 
     def forward(self, xs: Tensor) -> Tensor:
         return self.readout(self.states(xs))
