@@ -186,3 +186,7 @@ def test_cli_report(store_path, tmp_path, capsys):
     assert str(out) in capsys.readouterr().out and out.is_file()
     assert main(["report", "--store", str(tmp_path / "none.sqlite"), "--out", str(out)]) == 2
     assert "none.sqlite" in capsys.readouterr().err
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert main(["report", "--store", str(store_path), "--out", str(folder)]) == 0  # a folder gets report.md
+    assert (folder / "report.md").is_file()

@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="write the Markdown report and figures from the store")
     _add_common(rp)
-    rp.add_argument("--out", default=os.path.join("results", "report.md"), help="report path (default results/report.md)")
+    rp.add_argument("--out", default=os.path.join("results", "report.md"),
+                    help="report path, or a folder to write report.md in (default results/report.md); the figures "
+                    "go beside it")
     rp.add_argument("--only", metavar="EXPERIMENTS", help="comma-separated subset of: " + ", ".join(names))
 
     ex = sub.add_parser("export", help="write every finished run × seed as CSV or JSON")

@@ -48,10 +48,12 @@ def _in_progress(store: Store, running: list[dict]) -> list[str]:
 def write_report(store_path: str | Path, out_path: str | Path, only: list[str] | None = None) -> Path:
     """Write the Markdown report of the store at ``store_path`` to ``out_path``, figures beside it; return its path.
 
-    ``only`` restricts it to those experiments. Raises DataError when the store does not exist (it is never
-    created here).
+    ``only`` restricts it to those experiments. An existing folder as ``out_path`` gets ``report.md`` inside it.
+    Raises DataError when the store does not exist (it is never created here).
     """
     store_path, out = Path(store_path), Path(out_path)
+    if out.is_dir():
+        out = out / "report.md"
     if not store_path.is_file():
         raise DataError(f"results store {store_path} not found; make results first, e.g. "
                         f"`nalm reproduce --profile quick --store {store_path}`")
