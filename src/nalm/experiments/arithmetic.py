@@ -113,8 +113,8 @@ def recurrent_grid(profile: str) -> list[RunSpec]:
     """The recurrent runs of each profile (see the README for what each shows and costs)."""
     units, baselines = ("nau-nau", "nau-nmu", "nac-nac", "nalu-nalu"), ("lstm", "gru", "rnn-tanh", "rnn-relu")
     if profile == "quick":  # a + b and a − b only (the budget): the units extrapolate, the baselines do not
-        # The NAU cell as in the acceptance runs (lr 3·10⁻⁴, the same ramp), whose seeds were solved by step 16,000 in
-        # 9 of 10 cases; the NAC cell's median normalised error at 1000 steps fell below 1 by step 14,000 there.
+        # The NAU cell as in the acceptance runs (lr 3·10⁻⁴, the same ramp), whose seeds were solved by step
+        # 16,000 in 9 of 10 cases; the NAC cell's median normalised error at 1000 steps fell below 1 by step 14,000.
         nau = TrainConfig(iterations=QUICK_UNIT_ITERATIONS, seeds=10, eval_every=2_500, learning_rate=3e-4,
                           regularizers=_regs(nau=Regularizer(0.01, 5_000, 25_000)))
         other = dataclasses.replace(nau, learning_rate=1e-3)
@@ -141,7 +141,8 @@ def recurrent_acceptance() -> list[RunSpec]:
     nau = TrainConfig(iterations=ACCEPTANCE_ITERATIONS, seeds=100, eval_every=2_000, learning_rate=3e-4,
                       regularizers=regs)
     nac = dataclasses.replace(nau, learning_rate=1e-3, seeds=20)
-    nalu, nmu = dataclasses.replace(nac, iterations=ACCEPTANCE_BASELINE_ITERATIONS), dataclasses.replace(nau, seeds=20)
+    nalu = dataclasses.replace(nac, iterations=ACCEPTANCE_BASELINE_ITERATIONS)
+    nmu = dataclasses.replace(nau, seeds=20)
     base = TrainConfig(iterations=ACCEPTANCE_BASELINE_ITERATIONS, seeds=20, eval_every=2_000)
     return ([_recurrent_spec(m, op, nau if m == "nau-nau" else nac) for op in ("add", "sub")
              for m in ("nau-nau", "nac-nac")]

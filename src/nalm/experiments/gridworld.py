@@ -304,7 +304,8 @@ class Gridworld(Experiment):
     def grid(self, profile):
         """quick: the two agents of the paper, 3 seeds × 3,000 updates (3.8M env-steps per seed; 5.5 min of CPU in
         all: 3 min on 2 idle cores, 22 min on ours at a load average of 12); acceptance: all three agents, 5 seeds ×
-        6,000 updates (7.7M env-steps per seed; about 23 min of CPU by :meth:`cost`); paper: the 56 × 56 image the paper's agents saw, 10 seeds × 20,000 updates (25.6M env-steps per
+        6,000 updates (7.7M env-steps per seed; 19 min of CPU measured, 6 min per agent); paper: the 56 × 56 image
+        the paper's agents saw, 10 seeds × 20,000 updates (25.6M env-steps per
         seed; about a day of CPU). The compact grid carries the same information as the image and trains about 10×
         faster (rl.vector, rl.agents), so quick and acceptance use it; ``--observation image`` trains on pixels.
         """

@@ -320,8 +320,8 @@ def evaluate(agent: ActorCritic, env_config: TimeGridConfig, *, instructions: It
     stream ``seed``; actions are sampled from the policy (the stochastic policy that was trained; ``greedy=True``
     takes the argmax instead), model seed s's from its own stream, so a seed's result does not depend on which
     seeds are evaluated beside it (``seeds``: the S model seeds, default 0 … S − 1). Returns ``instructions``
-    (K,) and (S, K) arrays: ``reward`` (mean episode reward), ``on_time`` (rate of arriving exactly at T), ``early``, ``late`` (arrived
-    before / after T) and ``timeout`` (never arrived) rates.
+    (K,) and (S, K) arrays: ``reward`` (mean episode reward), ``on_time`` (rate of arriving exactly at T),
+    ``early``, ``late`` (arrived before / after T) and ``timeout`` (never arrived) rates.
     """
     instructions = np.array(sorted(set(int(t) for t in instructions)), dtype=np.int64)
     if instructions.size == 0 or instructions[0] < 1 or not isinstance(episodes, int) or episodes < 1:
