@@ -333,3 +333,19 @@ def test_recurrent_identity_init_and_wider_digit_outputs():
     assert model.recurrent_weights() == [{"recurrent_weight": 1.0, "recurrent_offdiagonal": 0.0}] * 2
     lstm = build_sequence_model("lstm", 1, num_seeds=2, digit_net="small", digit_outputs=10)
     assert lstm.core.rnn.weight_ih.shape[-1] == 10 and lstm(torch.randn(2, 1, 3, 1, 28, 28)).shape == (2, 1, 3, 1)
+
+
+def test_bench_mnist_rows_and_errors(capsys):
+    """``nalm bench mnist``: every batching measured once on a tiny synthetic pool (no timing is asserted)."""
+    from nalm.bench_mnist import mnist_rows
+    from nalm.cli import main
+
+    rows = mnist_rows(["small"], batch=1, steps=1, repeat=1, pool=(400, 100))
+    assert [r["batching"] for r in rows] == ["trainer S=1", "trainer S=10, Ensemble loop", "trainer S=10, Ensemble vmap",
+                                             "trainer S=10, SeedLoop", "one-model loop, 10 models",
+                                             "evaluation, S=1 (forward of each pool image)"]
+    assert all(r["net"] == "small" and r["images_per_cpu_s"] > 0 and r["cpu_ms_per_step"] > 0 for r in rows)
+    with pytest.raises(ConfigError, match="resnet"):
+        mnist_rows(["resnet"])
+    assert main(["bench", "mnist", "--nets", "small", "--steps", "0"]) == 2
+    assert "positive" in capsys.readouterr().err

@@ -203,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default 1; use 3 or more on a machine shared with other work)")
     _add_common(bt, store=False, device=True)
     bt.add_argument("--json", action="store_true", help="print a JSON list")
+    bm = bench_sub.add_parser("mnist", help="images per CPU-second of the MNIST sequence experiments (Table 2): "
+                              "the trainer at S = 1 and 10 against ten one-model runs, and one evaluation")
+    bm.add_argument("--nets", default="small,mnist2018", help="digit nets (default small,mnist2018)")
+    bm.add_argument("--batch", type=int, default=16, help="sequences of 10 images per seed per step (default 16)")
+    bm.add_argument("--steps", type=int, default=3, help="timed steps per measurement (default 3)")
+    bm.add_argument("--repeat", type=int, default=2, help="timings per row; the fastest is kept (default 2)")
+    bm.add_argument("--json", action="store_true", help="print a JSON list")
     return parser
 
 
@@ -355,6 +362,10 @@ def _dispatch(args) -> int:
             n = store.export(args.path, experiments=args.experiment)
         print(f"wrote {n} rows to {args.path}")
         return 0
+    if args.command == "bench" and args.benchmark == "mnist":
+        from .bench_mnist import mnist_cli
+
+        return mnist_cli(args)
     if args.command == "bench":
         from .bench import throughput_cli
 

@@ -425,7 +425,7 @@ class _MnistSequences(Experiment):
 
     def cost(self, spec):
         """CPU seconds: the training images through the conv net (forward, backward, Adam: 10,000 images per CPU-second
-        for the small net, 2,700 for mnist2018; benchmarks/mnist.py), and per evaluation and seed each pool image's
+        for the small net, 2,700 for mnist2018; ``nalm bench mnist``), and per evaluation and seed each pool image's
         forward (3× as fast) plus about 1.1 µs per sequence step of the core (the evaluation rows of the same run)."""
         c, tr = spec.task_config(), spec.train
         rate = {"mnist2018": 2700.0, "small": 10_000.0}[c.digit_net]
