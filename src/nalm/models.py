@@ -128,13 +128,7 @@ class SeedRNN(nn.Module):
         return (torch.tanh(pre) if self.kind == "rnn-tanh" else torch.relu(pre)), c
 
     def forward(self, xs: Tensor) -> Tensor:
-        h = xs.new_zeros(xs.shape[:-2] + (self.hidden_size,))
-        c = torch.zeros_like(h)
-        gi_all = xs @ self.weight_ih.unsqueeze(-3).transpose(-1, -2) + self.bias_ih.unsqueeze(-3)  # (*S,B,T,G)
-        w_hh = self.weight_hh.transpose(-1, -2)
-        for t in range(xs.shape[-2]):
-            h, c = self._cell(gi_all[..., t, :], h @ w_hh + self.bias_hh, h, c)
-        return h
+        return self.states(xs, [xs.shape[-2] - 1])[..., 0, :]
 
     def states(self, xs: Tensor, steps: Sequence[int] | None = None, block: int = 128) -> Tensor:
         """The hidden state after every step, (*S, B, T, hidden), or after the 0-based ``steps`` only,
