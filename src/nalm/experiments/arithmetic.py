@@ -111,7 +111,7 @@ def _recurrent_spec(model: str, op: str, train: TrainConfig, **task) -> RunSpec:
 
 def recurrent_grid(profile: str) -> list[RunSpec]:
     """The recurrent runs of each profile (see the README for what each shows and costs)."""
-    units, baselines = ("nau-nau", "nau-nmu", "nac-nac", "nalu-nalu"), ("lstm", "gru", "rnn-tanh", "rnn-relu")
+    units, baselines = ("nau-nau", "nau-nmu", "nac-nac", "nalu-nalu"), RECURRENT_BASELINES
     if profile == "quick":  # a + b and a − b only (the budget): the units extrapolate, the baselines do not
         # The NAU cell as in the acceptance runs (lr 3·10⁻⁴, the same ramp), whose seeds were solved by step
         # 16,000 in 9 of 10 cases; the NAC cell's median normalised error at 1000 steps fell below 1 by step 14,000.
@@ -148,7 +148,7 @@ def recurrent_acceptance() -> list[RunSpec]:
              for m in ("nau-nau", "nac-nac")]
             + [_recurrent_spec("nalu-nalu", op, nalu) for op in OPERATIONS]
             + [_recurrent_spec("nau-nmu", op, nmu) for op in ("mul", "squared")]
-            + [_recurrent_spec(m, op, base) for op in ("add", "sub") for m in ("lstm", "gru", "rnn-tanh", "rnn-relu")])
+            + [_recurrent_spec(m, op, base) for op in ("add", "sub") for m in RECURRENT_BASELINES])
 
 
 #: Seconds of one core per training step at 10 seeds and 10 steps per sequence (a), and per extra seed (b); and
