@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from nalm.errors import ConfigError
 from nalm.experiments import RunSpec, run
 from nalm.models import build_model
 from nalm.store import Store, config_key
@@ -19,9 +20,9 @@ SMALL_TASK = {"operation": "add", "input_size": 10, "evaluation_size": 500}
 REGS = {"nau": {"scale": 0.01, "start": 100, "end": 300}}
 
 
-def small_spec(seeds=3, first_seed=0, iterations=400, model="nau-nau", **task) -> RunSpec:
+def small_spec(seeds=3, first_seed=0, iterations=400, model="nau-nau", lr_decay=None, **task) -> RunSpec:
     cfg = TrainConfig(iterations=iterations, seeds=seeds, first_seed=first_seed, eval_every=100,
-                      batch_size=32, learning_rate=1e-2, regularizers=REGS)
+                      batch_size=32, learning_rate=1e-2, regularizers=REGS, lr_decay=lr_decay)
     return RunSpec("arithmetic", model, {**SMALL_TASK, **task}, cfg)
 
 
@@ -100,9 +101,33 @@ def test_diverging_seed_does_not_disturb_the_others():
         assert poisoned[i] == clean[i]
 
 
-def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
-    """Interrupt a run after its checkpoint at step 200, resume it: the final numbers equal an uninterrupted run's."""
-    spec = small_spec(iterations=500)
+def test_lr_decay_schedule_and_stored_configuration():
+    c = TrainConfig(iterations=100, lr_decay=0.5)
+    assert [c.lr_scale(t) for t in (1, 50)] == [1.0, 1.0]
+    assert c.lr_scale(75) == pytest.approx(0.5005) and c.lr_scale(100) == pytest.approx(0.001)
+    assert all(c.lr_scale(t) > c.lr_scale(t + 1) for t in range(50, 100))
+    assert TrainConfig(iterations=100).lr_scale(100) == 1.0
+    for bad in (1.0, -0.1, "half"):
+        with pytest.raises(ConfigError, match="lr_decay"):
+            TrainConfig(lr_decay=bad)
+    # Left out of the stored configuration while off, so runs stored before the option existed keep their keys.
+    assert "lr_decay" not in small_spec().resolved()["train"]
+    assert small_spec(lr_decay=0.5).resolved()["train"]["lr_decay"] == 0.5
+
+
+def test_lr_decay_reaches_the_optimiser(tmp_path):
+    """A decay from step 0 trains differently from constant rates (the same seeds, data and start)."""
+    plain = records_of(small_spec(seeds=1, iterations=100), tmp_path / "a.sqlite")
+    decayed = records_of(small_spec(seeds=1, iterations=100, lr_decay=0.0), tmp_path / "b.sqlite")
+    assert plain[0]["interpolation_mse_init"] == decayed[0]["interpolation_mse_init"]
+    assert plain[0]["interpolation_mse"] != decayed[0]["interpolation_mse"]
+
+
+@pytest.mark.parametrize("lr_decay", [None, 0.3])
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, lr_decay):
+    """Interrupt a run after its checkpoint at step 200, resume it: the final numbers equal an uninterrupted run's
+    (with a learning-rate decay that starts before the interruption too)."""
+    spec = small_spec(iterations=500, lr_decay=lr_decay)
     config = spec.task_config()
     task, model = spec.exp.task(config, spec.train.seed_ids), spec.exp.model(config, spec.model, spec.train.seeds)
     key = config_key(spec.resolved())

@@ -90,6 +90,9 @@ def _add_train(p: argparse.ArgumentParser, exp) -> None:
                    help=f"optimiser (default {d['optimizer']})")
     g.add_argument("--grad-clip", type=float, default=d["grad_clip"],
                    help="clip each seed's gradient norm to this value, per seed (default: no clipping)")
+    g.add_argument("--lr-decay", type=float, default=d["lr_decay"], metavar="FRACTION",
+                   help="from this fraction of the iterations on, decay every learning rate along a cosine to 1/1000 "
+                        f"of itself at the last step (default: {d['lr_decay'] or 'constant rates'})")
     g.add_argument("--eval-every", type=int, default=d["eval_every"], help=f"steps between evaluations (default {d['eval_every']})")
     regs = ", ".join(f"{u}={r['scale']:g}:{r['start']}:{r['end']}" for u, r in d["regularizers"].items()) or "none"
     g.add_argument("--regularizer", action="append", default=[], metavar="UNIT=SCALE:START:END",
@@ -224,7 +227,7 @@ def _train_config(args):
         regs[unit] = asdict(r)
     return TrainConfig(iterations=args.iterations, batch_size=args.batch_size, learning_rate=args.learning_rate,
                        eval_every=args.eval_every, seeds=args.seeds, first_seed=args.first_seed, regularizers=regs,
-                       optimizer=args.optimizer, grad_clip=args.grad_clip)
+                       optimizer=args.optimizer, grad_clip=args.grad_clip, lr_decay=args.lr_decay)
 
 
 def _print_summary(name: str, summary: dict, as_json: bool) -> None:

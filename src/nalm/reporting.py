@@ -66,6 +66,8 @@ def training_text(c: dict, default_lr: float, default_batch: int = 128, default_
         parts.append(tr["optimizer"])
     if tr.get("grad_clip") is not None:
         parts.append(f"gradient clipped per seed at {tr['grad_clip']:g}")
+    if tr.get("lr_decay") is not None:
+        parts.append(f"cosine learning-rate decay from {100 * tr['lr_decay']:g} % of the iterations")
     return parts
 
 

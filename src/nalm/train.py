@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -83,6 +84,13 @@ class TrainConfig:
     optimizer: str = "adam"
     #: Clip each seed's gradient to this global norm (computed per seed, never across seeds); None: no clipping.
     grad_clip: float | None = None
+    #: From this fraction of the iterations on, every learning rate follows a cosine down to 1/1000 of itself at the
+    #: last step (``lr_scale``); None: constant learning rates.
+    lr_decay: float | None = None
+
+    #: Fields left out of a stored configuration while at their default (None), so that runs stored before the field
+    #: existed keep their keys.
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("lr_decay",)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "eval_every", "seeds"):
@@ -98,12 +106,27 @@ class TrainConfig:
         if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float))
                                                and 0 < self.grad_clip < math.inf):
             raise ConfigError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
+        if self.lr_decay is not None and not (isinstance(self.lr_decay, (int, float)) and 0 <= self.lr_decay < 1):
+            raise ConfigError(f"lr_decay must be a fraction in [0, 1) or None, got {self.lr_decay!r}")
         for unit, r in self.regularizers.items():
             Regularizer(**r)
 
     @property
     def seed_ids(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def stored(self) -> dict:
+        """The configuration as stored with the results (``OPTIONAL`` fields left out while None)."""
+        return {k: v for k, v in asdict(self).items() if not (k in self.OPTIONAL and v is None)}
+
+    def lr_scale(self, step: int) -> float:
+        """The factor on every learning rate at ``step`` (1 until ``lr_decay`` · iterations, then a cosine from 1 to
+        0.001 at the last step)."""
+        start = self.iterations * (self.lr_decay if self.lr_decay is not None else 1.0)
+        if step <= start:
+            return 1.0
+        r = min(1.0, (step - start) / (self.iterations - start))
+        return 0.001 + 0.999 * 0.5 * (1.0 + math.cos(math.pi * r))
 
 
 @dataclass
@@ -338,6 +361,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key:
     if device is not None:
         model.to(device)
     optimizer = make_optimizer(model, config.learning_rate, config.optimizer)
+    base_rates = [g["lr"] for g in optimizer.param_groups]
     bitgens = [g.bit_generator for g in seed_generators(seeds, "data")]
     hooks = Hooks.of(model, config.regularizers)
     book = _Bookkeeping(S)
@@ -380,6 +404,9 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key:
     while step < config.iterations:
         step += 1
         x, y, buffer = task.batch(step, bitgens, config.batch_size, buffer)
+        if config.lr_decay is not None:
+            for group, rate in zip(optimizer.param_groups, base_rates):
+                group["lr"] = rate * config.lr_scale(step)
         training_step(model, optimizer, _to(x, device), _to(y, device), step, hooks, alive, task.loss,
                       config.grad_clip)
         if step % config.eval_every == 0 or step == config.iterations:

@@ -223,7 +223,7 @@ class RunSpec:
         runtime = {f.name for f in dataclasses.fields(config) if f.metadata.get("runtime")}
         task = {k: v for k, v in dataclasses.asdict(config).items() if k not in runtime}
         return {"protocol": self.exp.protocol, "experiment": self.experiment, "model": self.model,
-                "task": task, "train": dataclasses.asdict(self.train)}
+                "task": task, "train": self.train.stored()}
 
     @property
     def name(self) -> str:
