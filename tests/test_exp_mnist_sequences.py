@@ -44,6 +44,11 @@ def test_options_are_checked():
         with pytest.raises(ConfigError, match="recurrent_init"):
             RunSpec("mnist-sum", model, {"recurrent_init": "identity"})
     assert RunSpec("mnist-sum", "nau", {"recurrent_init": "identity"}).model == "nau"
+    assert RunSpec("mnist-sum", "nau", {"digit_head": "softmax"}).name.endswith("/head-softmax")
+    for bad in ({"recurrent_init": "accumulator", "digit_outputs": 10}, {"digit_head": "softmax", "digit_outputs": 10},
+                {"digit_head": "argmax"}):
+        with pytest.raises(ConfigError):
+            RunSpec("mnist-sum", "nau", bad)
 
 
 def test_synthetic_data_is_fixed_and_labelled():
@@ -142,17 +147,22 @@ def test_claims_answer_with_numbers(tmp_path):
         REPRODUCED
 
 
+NAU = {"recurrent_init": "accumulator", "digit_head": "softmax"}
+
+
 def test_report_tables_and_figure(tmp_path):
     runs = [fake_run("mnist-count", "lstm", summary(0.95, (0.3, 0.2, 8.0, 95.0), mean=(0.1, 1, 10, 100),
                                                     base=(0.18, 0.8, 2.4, 7.5))),
             fake_run("mnist-count", "nau", summary(0.97, (0.1, 0.05, 0.4, 3.0), mean=(0.1, 1, 10, 100),
-                                                   base=(0.18, 0.8, 2.4, 7.5), recurrent_weight=1.0)),
-            fake_run("mnist-sum", "nau", summary(0.96, (0.1, 0.5, 3.0, 40.0)))]
+                                                   base=(0.18, 0.8, 2.4, 7.5), recurrent_weight=1.0), **NAU),
+            fake_run("mnist-sum", "nau", summary(0.96, (0.1, 0.5, 3.0, 40.0)), **NAU)]
     count = [r for r in runs if r["experiment"] == "mnist-count"]
     lines = get_experiment("mnist-count").report(ReportContext(FakeStore(runs), count, tmp_path))
     text = "\n".join(lines)
     assert lines[0].startswith("## Table 2") and "Table 2 as in the paper" in text
-    assert "| NAU | 97.0 % | 0.05 | 0.4 | 3 | 96.0 % | 0.5 | 3 | 40 |" in text  # both tasks side by side
+    # both tasks side by side; the NAU row's design in its label
+    assert "| NAU (accumulator init, softmax head) | 97.0 % | 0.05 | 0.4 | 3 | 96.0 % | 0.5 | 3 | 40 |" in text
+    assert "| NAU (accumulator init, softmax head) | 3 | 97.0 |" in text
     assert "| LSTM | 3 | 95.0 | 0.2 [0.2–0.4] | 8 [8–16] | 95 [95–190] |" in text
     assert "| mean predictor |" in text and "1.0000" in text
     assert (tmp_path / "table2_mnist_count.png").stat().st_size > 10_000
@@ -184,6 +194,12 @@ def test_grids_and_costs():
         assert set(ms.MODELS) <= {s.model for s in paper}
         assert all(s.task_config().digit_net == "mnist2018" and s.train.seeds >= 10 for s in paper)
         assert exp.grid("acceptance") and exp.grid("nonsense") == []
+        for spec in quick + exp.grid("acceptance"):  # one training protocol; the NAU row's own design
+            c = spec.task_config()
+            assert spec.train.lr_decay == 0.5
+            assert (c.digit_head, c.recurrent_init) == (("softmax", "accumulator") if spec.model == "nau"
+                                                        else ("linear", "unit"))
+            assert set(spec.train.regularizers) == ({"nau"} if spec.model == "nau" else set())
         q, p = (sum(exp.cost(s) for s in g) for g in (quick, paper))
         assert 60 < q < 600 and p > 100 * q
 

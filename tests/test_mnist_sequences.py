@@ -12,7 +12,7 @@ from torch import nn
 from mnist_fixtures import random_mnist_arrays
 from nalm.data import Mnist
 from nalm.errors import ConfigError, ShapeError
-from nalm.nets import (DIGIT_NETS, DigitSequenceModel, MnistNet2018, RNNCore, SeedLoop, SmallMnistNet,
+from nalm.nets import (DIGIT_NETS, DigitSequenceModel, MnistNet2018, RNNCore, SeedLoop, SmallMnistNet, SoftmaxDigits,
                        build_sequence_model, digit_net_factory, make_core)
 from nalm.tasks.base import seed_generators, torch_generators
 from nalm.tasks.mnist_sequences import (MEAN, STD, MnistSequenceConfig, MnistSequenceTask, digit_accuracy,
@@ -333,6 +333,39 @@ def test_recurrent_identity_init_and_wider_digit_outputs():
     assert model.recurrent_weights() == [{"recurrent_weight": 1.0, "recurrent_offdiagonal": 0.0}] * 2
     lstm = build_sequence_model("lstm", 1, num_seeds=2, digit_net="small", digit_outputs=10)
     assert lstm.core.rnn.weight_ih.shape[-1] == 10 and lstm(torch.randn(2, 1, 3, 1, 28, 28)).shape == (2, 1, 3, 1)
+
+
+def test_softmax_head_and_accumulator_init():
+    logits = torch.randn(2, 5, 10)
+    p = torch.softmax(logits, dim=-1)
+    assert torch.allclose(SoftmaxDigits(1)(logits)[..., 0], (p * torch.arange(10.0)).sum(-1))
+    assert torch.allclose(SoftmaxDigits(10)(logits), p)
+    sure = torch.full((1, 10), -30.0)
+    sure[0, 7] = 30.0
+    assert SoftmaxDigits(1)(sure).item() == pytest.approx(7.0)
+    with pytest.raises(ConfigError):
+        SoftmaxDigits(3)
+    with pytest.raises(ShapeError, match="10 logits"):
+        SoftmaxDigits(1)(torch.randn(2, 9))
+    images = torch.randn(2, 3, 4, 1, 28, 28)
+    for k in (1, 10):  # the sum reads the expected digit, counting the 10 probabilities; both start as accumulators
+        model = build_sequence_model("nau", k, num_seeds=2, digit_net="small", digit_head="softmax",
+                                     recurrent_init="accumulator")
+        model.reset_parameters(torch_generators([0, 1], "init"))
+        assert model.digit_net(images.reshape(2, 12, 1, 28, 28)).shape == (2, 12, 10)
+        feats = model.features(images.reshape(2, 12, 1, 28, 28))
+        assert feats.shape == (2, 12, k) and (feats >= 0).all() and (feats <= 9).all()
+        if k == 10:
+            assert torch.allclose(feats.sum(-1), torch.ones(2, 12))
+        w = model.core.cell.unit.weight  # [A | B] = [I | I]
+        assert torch.equal(w, torch.cat([torch.eye(k), torch.eye(k)], dim=-1).expand(2, k, 2 * k))
+        assert torch.allclose(model(images), feats.reshape(2, 3, 4, k).cumsum(dim=2), atol=1e-5)
+    with pytest.raises(ConfigError, match="digit_outputs"):
+        build_sequence_model("nau", 1, num_seeds=1, digit_net="small", digit_head="softmax", digit_outputs=10)
+    with pytest.raises(ConfigError, match="digit head"):
+        build_sequence_model("nau", 1, num_seeds=1, digit_net="small", digit_head="sigmoid")
+    with pytest.raises(ConfigError, match="as many inputs"):
+        make_core("nau", 1, num_seeds=1, input_size=10, recurrent_init="accumulator")
 
 
 def test_bench_mnist_rows_and_errors(capsys):

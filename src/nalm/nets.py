@@ -84,6 +84,29 @@ class SmallMnistNet(DigitConvNet):
 DIGIT_NETS: dict[str, type[DigitConvNet]] = {"mnist2018": MnistNet2018, "small": SmallMnistNet}
 
 
+#: Output heads of the digit net (``digit_head``).
+DIGIT_HEADS = ("linear", "softmax")
+
+
+class SoftmaxDigits(nn.Module):
+    """The digit net's "softmax transform" (Madsen & Johansen, ICLR 2020, sequential MNIST): 10 logits per image →
+    p = softmax(logits), then p itself (counting, 10 outputs) or the expected digit Σ_c c·p_c (the sum, 1 output).
+    No parameters; the net's outputs stay on the simplex or in [0, 9]. (*, 10) -> (*, out_features)."""
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        if out_features not in (1, 10):
+            raise ConfigError(f"SoftmaxDigits gives 10 probabilities or 1 expected digit, not {out_features!r} outputs")
+        self.out_features = out_features
+        self.register_buffer("digits", torch.arange(10.0).unsqueeze(-1), persistent=False)  # (10, 1)
+
+    def forward(self, logits: Tensor) -> Tensor:
+        if logits.shape[-1] != 10:
+            raise ShapeError(f"SoftmaxDigits expects 10 logits in the last axis, got {tuple(logits.shape)}")
+        p = torch.softmax(logits, dim=-1)
+        return p if self.out_features == 10 else p @ self.digits.to(p.dtype)
+
+
 def digit_net_factory(name: str, out_features: int) -> Callable[[], nn.Module]:
     """A factory of fresh single-model digit nets ``name`` (see :data:`DIGIT_NETS`) with ``out_features`` outputs."""
     if name not in DIGIT_NETS:
@@ -155,8 +178,8 @@ class RNNCore(nn.Module):
         return self.readout(self.states(xs))
 
 
-#: Initialisations of a unit cell's recurrent block (``recurrent_init``).
-RECURRENT_INITS = ("unit", "identity")
+#: Initialisations of a unit cell's weight (``recurrent_init``).
+RECURRENT_INITS = ("unit", "identity", "accumulator")
 
 
 class UnitCore(nn.Module):
@@ -164,10 +187,11 @@ class UnitCore(nn.Module):
     input ``input_size`` (default k) and hidden k, so the state itself is the running count or sum.
     (S, B, T, input) -> (S, B, T, k).
 
-    ``recurrent_init``: "unit" (the unit's own initialisation of its whole weight) or "identity": the recurrent block
-    B of the weight [A | B] starts at the identity (an exact accumulator; A keeps the unit's initialisation, drawn
-    first, so the random streams are the same). Only for units whose weight is a parameter (NAU, linear, ...): a
-    NAC's W = tanh(Ŵ) ⊙ σ(M̂) reaches 1 only asymptotically.
+    ``recurrent_init``: "unit" (the unit's own initialisation of its whole weight), "identity": the recurrent block
+    B of the weight [A | B] starts at the identity (an exact accumulator of A x_t; A keeps the unit's
+    initialisation, drawn first, so the random streams are the same), or "accumulator": A too starts at the identity
+    (h_t = x_t + h_{t−1}; needs ``input_size`` equal to ``size``). Only for units whose weight is a parameter (NAU,
+    linear, ...): a NAC's W = tanh(Ŵ) ⊙ σ(M̂) reaches 1 only asymptotically.
     """
 
     def __init__(self, unit: str, size: int, *, num_seeds: int, recurrent_init: str = "unit",
@@ -179,13 +203,19 @@ class UnitCore(nn.Module):
         if recurrent_init == "identity" and not isinstance(getattr(self.cell.unit, "weight", None), nn.Parameter):
             raise ConfigError(f"recurrent_init='identity' needs a unit whose weight is a parameter (e.g. nau); "
                               f"{unit!r} computes its weight from other parameters")
+        if recurrent_init == "accumulator" and self.cell.input_size != size:
+            raise ConfigError(f"recurrent_init='accumulator' needs as many inputs as outputs; got "
+                              f"{self.cell.input_size} inputs for {size} outputs (use 'identity')")
         self.recurrent_init = recurrent_init
 
     def reset_parameters(self, generator: Generators = None) -> None:
         self.cell.reset_parameters(generator)
-        if self.recurrent_init == "identity":
+        if self.recurrent_init != "unit":
+            eye = torch.eye(self.cell.hidden_size)
             with torch.no_grad():
-                self.cell.unit.weight[..., self.cell.input_size:].copy_(torch.eye(self.cell.hidden_size))
+                self.cell.unit.weight[..., self.cell.input_size:].copy_(eye)
+                if self.recurrent_init == "accumulator":
+                    self.cell.unit.weight[..., :self.cell.input_size].copy_(eye)
 
     def forward(self, xs: Tensor) -> Tensor:
         return self.cell.run(xs)[0]
@@ -215,13 +245,17 @@ class DigitSequenceModel(nn.Module):
     ``digit_net`` is any module mapping (S, N, 1, 28, 28) -> (S, N, k) with independent seeds (``SeedLoop`` or
     ``nalm.ensemble.Ensemble``); ``core`` maps (S, B, T, k) -> (S, B, T, k). ``core_learning_rate`` (default: the
     trainer's rate) is the rate of the core's parameters through :meth:`parameter_groups`, which nalm's trainer uses.
+    ``head`` (default none), a module without parameters such as :class:`SoftmaxDigits`, maps the digit net's
+    outputs to the core's inputs.
     """
 
-    def __init__(self, digit_net: nn.Module, core: nn.Module, *, core_learning_rate: float | None = None) -> None:
+    def __init__(self, digit_net: nn.Module, core: nn.Module, *, core_learning_rate: float | None = None,
+                 head: nn.Module | None = None) -> None:
         super().__init__()
         if core_learning_rate is not None and not core_learning_rate > 0:
             raise ConfigError(f"core_learning_rate must be positive or None, got {core_learning_rate!r}")
         self.digit_net, self.core, self.core_learning_rate = digit_net, core, core_learning_rate
+        self.head = head if head is not None else nn.Identity()
 
     def reset_parameters(self, generator: Generators = None) -> None:
         """Re-initialise both parts; with a list of S generators, seed i draws from generator i alone (the digit
@@ -248,7 +282,7 @@ class DigitSequenceModel(nn.Module):
 
     def features(self, images: Tensor) -> Tensor:
         """Per-image features: (S, N, 1, 28, 28) -> (S, N, k)."""
-        return self.digit_net(images)
+        return self.head(self.digit_net(images))
 
     def run_features(self, features: Tensor) -> Tensor:
         """The core over sequences of features: (S, B, T, k) -> (S, B, T, k)."""
@@ -264,12 +298,13 @@ class DigitSequenceModel(nn.Module):
 
 def build_sequence_model(core: str, out_features: int, *, num_seeds: int, digit_net: str = "mnist2018",
                          hidden_size: int = 32, core_learning_rate: float | None = None, recurrent_init: str = "unit",
-                         digit_outputs: int | None = None,
+                         digit_outputs: int | None = None, digit_head: str = "linear",
                          ensemble: Callable[[Callable[[], nn.Module], int], nn.Module] | None = None,
                          **unit_options) -> DigitSequenceModel:
     """The sequence model for ``num_seeds`` seeds: digit net ``digit_net`` (see :data:`DIGIT_NETS`) with
     ``digit_outputs`` outputs per image (default ``out_features``), then the core ``core`` (see :func:`make_core`) with
-    ``out_features`` outputs per step (10 to count, 1 to sum).
+    ``out_features`` outputs per step (10 to count, 1 to sum). ``digit_head="softmax"``: the net gives 10 logits and
+    :class:`SoftmaxDigits` turns them into ``out_features`` values (not with ``digit_outputs``).
 
     ``ensemble(factory, num_seeds)`` builds the digit net's seed axis; the default is
     ``nalm.ensemble.Ensemble(factory, num_seeds, mode="auto")`` (parameters stacked (S, ...); a loop over seeds for
@@ -280,13 +315,22 @@ def build_sequence_model(core: str, out_features: int, *, num_seeds: int, digit_
 
         def ensemble(factory, num_seeds):
             return Ensemble(factory, num_seeds, mode="auto")
-    factory = digit_net_factory(digit_net, digit_outputs or out_features)
+    if digit_head not in DIGIT_HEADS:
+        raise ConfigError(f"unknown digit head {digit_head!r}; choose from: {', '.join(DIGIT_HEADS)}")
+    head = None
+    if digit_head == "softmax":
+        if digit_outputs not in (None, out_features):
+            raise ConfigError("digit_head='softmax' sets the digit net's outputs itself (10 logits); leave "
+                              "digit_outputs at its default")
+        head, digit_outputs = SoftmaxDigits(out_features), None
+    factory = digit_net_factory(digit_net, 10 if head is not None else digit_outputs or out_features)
     seeded = ensemble(factory, num_seeds)
     return DigitSequenceModel(seeded, make_core(core, out_features, num_seeds=num_seeds, hidden_size=hidden_size,
                                                 recurrent_init=recurrent_init, input_size=digit_outputs,
                                                 **unit_options),
-                              core_learning_rate=core_learning_rate)
+                              core_learning_rate=core_learning_rate, head=head)
 
 
-__all__ = ["DigitConvNet", "MnistNet2018", "SmallMnistNet", "DIGIT_NETS", "digit_net_factory", "SeedLoop", "RNNCore",
-           "UnitCore", "RECURRENT_INITS", "make_core", "DigitSequenceModel", "build_sequence_model"]
+__all__ = ["DigitConvNet", "MnistNet2018", "SmallMnistNet", "DIGIT_NETS", "DIGIT_HEADS", "SoftmaxDigits",
+           "digit_net_factory", "SeedLoop", "RNNCore", "UnitCore", "RECURRENT_INITS", "make_core", "DigitSequenceModel",
+           "build_sequence_model"]
