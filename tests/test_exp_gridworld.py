@@ -38,6 +38,8 @@ def test_config_options_are_checked():
         make_config(gw.GridworldConfig, {"workers": 0})
     with pytest.raises(ConfigError, match="unknown model"):
         RunSpec("gridworld", "a2c-gru")
+    with pytest.raises(ConfigError, match="lr_decay"):  # A2C keeps its rate: refused, not silently ignored
+        RunSpec("gridworld", "a2c-nac", {}, TrainConfig(lr_decay=0.5))
     c = gw.GridworldConfig()
     assert c.agent("a2c-nac-counter")[1].nac_wiring == "counter" and c.agent("a2c-lstm")[0] == "a2c-lstm"
     assert c.a2c_config(TINY).num_envs == 6 and c.a2c_config(TINY).max_grad_norm == 40.0

@@ -91,6 +91,9 @@ class Experiment:
     protocol: ClassVar[int] = 1
     #: Defaults of the training options (fields of TrainConfig) for ``nalm run``.
     train_defaults: ClassVar[dict] = {}
+    #: Training options (fields of TrainConfig) this experiment's own trainer does not apply: setting one is an error
+    #: when the RunSpec is made (the default trainer applies them all).
+    unsupported_train: ClassVar[tuple[str, ...]] = ()
     #: The splits ``nalm sample --split`` knows; the first is the default.
     splits: ClassVar[tuple[str, ...]] = ("train",)
     claims: ClassVar[tuple[Claim, ...]] = ()
@@ -207,6 +210,11 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         self.exp.check_run(self.task_config(), self.model)
+        default = TrainConfig()
+        for name in self.exp.unsupported_train:
+            if getattr(self.train, name) != getattr(default, name):
+                raise ConfigError(f"{self.experiment} does not support the training option {name} (its own trainer "
+                                  f"does not apply it); leave it at {getattr(default, name)!r}")
 
     @property
     def exp(self) -> Experiment:
