@@ -444,8 +444,7 @@ class _MnistSequences(Experiment):
         if profile not in scale:
             return []
         seeds, steps, every, net, models = scale[profile]
-        task = {"digit_net": net} | (
-            {"test_sequences": 300, "validation_sequences": 300} if profile == "quick" else {})
+        task = {"digit_net": net} | ({"test_sequences": 300, "validation_sequences": 300} if profile == "quick" else {})
         specs = []
         for m in models:
             options, regs = dict(task), {}
