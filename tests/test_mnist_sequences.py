@@ -366,6 +366,8 @@ def test_softmax_head_and_accumulator_init():
         build_sequence_model("nau", 1, num_seeds=1, digit_net="small", digit_head="sigmoid")
     with pytest.raises(ConfigError, match="as many inputs"):
         make_core("nau", 1, num_seeds=1, input_size=10, recurrent_init="accumulator")
+    with pytest.raises(ConfigError, match="weight is a parameter"):  # a NAC's weight is computed, never set
+        make_core("nac", 10, num_seeds=1, recurrent_init="accumulator")
 
 
 def test_bench_mnist_rows_and_errors(capsys):

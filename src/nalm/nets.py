@@ -200,8 +200,8 @@ class UnitCore(nn.Module):
         if recurrent_init not in RECURRENT_INITS:
             raise ConfigError(f"recurrent_init must be one of {', '.join(RECURRENT_INITS)}, got {recurrent_init!r}")
         self.cell = RecurrentCell(unit, input_size or size, size, num_seeds=num_seeds, **unit_options)
-        if recurrent_init == "identity" and not isinstance(getattr(self.cell.unit, "weight", None), nn.Parameter):
-            raise ConfigError(f"recurrent_init='identity' needs a unit whose weight is a parameter (e.g. nau); "
+        if recurrent_init != "unit" and not isinstance(getattr(self.cell.unit, "weight", None), nn.Parameter):
+            raise ConfigError(f"recurrent_init={recurrent_init!r} needs a unit whose weight is a parameter (e.g. nau); "
                               f"{unit!r} computes its weight from other parameters")
         if recurrent_init == "accumulator" and self.cell.input_size != size:
             raise ConfigError(f"recurrent_init='accumulator' needs as many inputs as outputs; got "
