@@ -1,4 +1,4 @@
-"""Training-step time of S seeds of ordinary networks: nalm.ensemble.Ensemble (vmap / loop) vs native stacked forms.
+"""Training-step time of S seeds of ordinary networks: nalm.nn.ensemble.Ensemble (vmap / loop) vs native stacked forms.
 
 One step is forward + backward + Adam(foreach=True) of all S seeds on a fixed random batch (data generation is not
 timed): mean squared error to a random target, summed over seeds. Two networks:
@@ -9,7 +9,7 @@ timed): mean squared error to a random target, summed over seeds. Two networks:
 - mlp: 16 -> 64 -> 64 -> 1 with ReLU, 64 rows per seed (a network whose step is overhead-bound).
 
 Rows: Ensemble(mode="vmap"), Ensemble(mode="loop"), a native stacked form (conv: grouped convolutions with the seeds
-folded into the channels; lstm: nalm.models.SeedRNN, batched matmuls with a seed axis; mlp: nalm.models.mlp
+folded into the channels; lstm: nalm.nn.models.SeedRNN, batched matmuls with a seed axis; mlp: nalm.nn.models.mlp
 with a seed axis), and S separate plain
 models (each with its own Adam) trained one after another. For the LSTM, vmap cannot batch nn.LSTM, so the vmap row
 uses the same LSTM written with two nn.Linear layers and a Python loop over time ("linear-lstm").
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nalm import get_unit
-from nalm.ensemble import Ensemble
-from nalm.models import SeedRNN, mlp
+from nalm.nn.ensemble import Ensemble
+from nalm.nn.models import SeedRNN, mlp
 
 BATCH, IN, HIDDEN, T = 64, 16, 64, 10
 
@@ -142,7 +142,7 @@ def rows(net: str, S: int):
         x, y = torch.rand(S, BATCH, IN, generator=g), torch.rand(S, BATCH, 1, generator=g)
         return x, y, [("Ensemble vmap", lambda: stacked_runner(Ensemble(plain_mlp, S, mode="vmap"), x, y)),
                       ("Ensemble loop", lambda: stacked_runner(Ensemble(plain_mlp, S, mode="loop"), x, y)),
-                      ("nalm.models.mlp", lambda: stacked_runner(mlp([IN, HIDDEN, HIDDEN, 1], "relu", num_seeds=S),
+                      ("nalm.nn.models.mlp", lambda: stacked_runner(mlp([IN, HIDDEN, HIDDEN, 1], "relu", num_seeds=S),
                                                                   x, y)),
                       ("separate models", lambda: separate_runner(plain_mlp, x, y))]
     x, y = torch.rand(S, BATCH, T, IN, generator=g), torch.rand(S, BATCH, 1, generator=g)

@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
+from nalm.engine.ranges import uniform_1_2
 from nalm.functional import matmul
-from nalm.ranges import uniform_1_2
 
 S, B, IN, OUT = 100, 128, 100, 2
 

@@ -10,10 +10,11 @@ import time
 
 import torch
 
-from nalm.models import build_model
-from nalm.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
-from nalm.tasks.base import seed_generators, torch_generators
-from nalm.train import DEFAULT_REGULARIZERS, Hooks, make_optimizer, per_seed_mse
+from nalm.engine.metrics import per_seed_mse
+from nalm.engine.task import seed_generators, torch_generators
+from nalm.engine.train import DEFAULT_REGULARIZERS, Hooks, make_optimizer
+from nalm.experiments.arithmetic.task import ArithmeticConfig, ArithmeticTask
+from nalm.nn.models import build_model
 
 
 def main(model_name: str = "nau-nmu", num_seeds: int = 100, steps: int = 500, warmup: int = 50) -> None:

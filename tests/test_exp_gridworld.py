@@ -12,14 +12,14 @@ import torch
 
 pytest.importorskip("gymnasium")
 
-import nalm.experiments.gridworld as gw  # noqa: E402  (registers the experiment)
+import nalm.experiments.gridworld.experiment as gw  # noqa: E402
 from nalm import ConfigError  # noqa: E402
 from nalm.cli import main  # noqa: E402
-from nalm.experiments import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, make_config, run  # noqa: E402
-from nalm.rl.agents import build_agent  # noqa: E402
-from nalm.store import Store, config_key  # noqa: E402
-from nalm.tasks.base import torch_generators  # noqa: E402
-from nalm.train import TrainConfig, TrainResult  # noqa: E402
+from nalm.engine import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, make_config, run  # noqa: E402
+from nalm.engine.store import Store, config_key  # noqa: E402
+from nalm.engine.task import torch_generators  # noqa: E402
+from nalm.engine.train import TrainConfig, TrainResult  # noqa: E402
+from nalm.experiments.gridworld.agents import build_agent  # noqa: E402
 
 TINY_TASK = {"hidden_size": 8, "vision_size": 8, "n_steps": 4, "eval_episodes": 6, "eval_max_instruction": 14}
 TINY = TrainConfig(iterations=6, seeds=2, batch_size=6, eval_every=2, learning_rate=1e-2, grad_clip=40.0,
@@ -67,7 +67,7 @@ def _train(store, model="a2c-nac", task=TINY_TASK, train=TINY):
 
 
 def test_a_killed_run_resumes_exactly(tmp_path, monkeypatch):
-    from nalm.rl import a2c
+    from nalm.experiments.gridworld import a2c
 
     with Store(tmp_path / "straight.sqlite") as store:
         _, key, straight = _train(store)
@@ -145,7 +145,7 @@ def test_claims_over_stored_runs(tmp_path, lstm, nac, early, answers):
 
 
 def test_seed_blocks_merge_into_one_run(tmp_path):
-    """A run trained as blocks of seeds (nalm.executors) gets the artifacts and summary of one run."""
+    """A run trained as blocks of seeds (nalm.engine.executors) gets the artifacts and summary of one run."""
     spec = RunSpec("gridworld", "a2c-nac", dict(TINY_TASK), TINY)
     with Store(tmp_path / "s.sqlite") as store:
         whole = _train(store, train=TINY)[2]
@@ -193,7 +193,7 @@ def test_report_section_tables_and_figures(tmp_path):
 
 
 def test_samples_walk_on_time_and_the_png(tmp_path):
-    from nalm.rl.env import ACTION_NAMES, TimeGridEnv
+    from nalm.experiments.gridworld.env import ACTION_NAMES, TimeGridEnv
 
     config = gw.GridworldConfig()
     for split in ("train", "evaluation"):
@@ -225,7 +225,7 @@ def test_cli_run_prints_rates_per_instruction(tmp_path, capsys):
 
 
 def test_a3c_trains_each_seed_through_the_experiment_and_resumes(tmp_path, monkeypatch):
-    from nalm.rl import a3c
+    from nalm.experiments.gridworld import a3c
 
     task = {**TINY_TASK, "algorithm": "a3c", "workers": 2}
     train_a3c, calls = a3c.train_a3c, []

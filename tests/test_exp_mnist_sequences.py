@@ -10,16 +10,16 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from mnist_fixtures import write_mnist_dir
+
 from nalm.cli import main
-from nalm.data.mnist import synthetic_mnist
+from nalm.engine import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment
+from nalm.engine.task import seed_generators
+from nalm.engine.train import TrainConfig, TrainResult
 from nalm.errors import ConfigError
-from nalm.experiments import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment
-from nalm.experiments import mnist_sequences as ms
-from nalm.nets import DigitSequenceModel, SeedLoop, make_core
-from nalm.tasks.base import seed_generators
-from nalm.train import TrainConfig, TrainResult
+from nalm.experiments.mnist import counting as ms
+from nalm.experiments.mnist.data import synthetic_mnist
+from nalm.experiments.mnist.nets import DigitSequenceModel, SeedLoop, make_core
 
 TINY = {"data": "synthetic", "digit_net": "small", "validation": 60, "validation_sequences": 8, "test_sequences": 6,
         "test_lengths": "1,10,100"}

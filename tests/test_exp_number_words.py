@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from nalm.cli import main
+from nalm.engine import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment, run
+from nalm.engine.store import Store, config_key
+from nalm.engine.task import torch_generators
+from nalm.engine.train import TrainConfig
 from nalm.errors import ConfigError
-from nalm.experiments import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment, run
-from nalm.experiments import number_words as exp_nw
-from nalm.store import Store, config_key
-from nalm.tasks import number_words as nw
-from nalm.tasks.base import torch_generators
-from nalm.train import TrainConfig
+from nalm.experiments.number_words import experiment as exp_nw
+from nalm.experiments.number_words import task as nw
 
 TINY = {"embedding_size": 8, "hidden_size": 4}
 TRAIN = TrainConfig(iterations=6, seeds=2, eval_every=3, batch_size=169, learning_rate=1e-2)
@@ -54,7 +54,7 @@ def test_prefix_values_read_the_words_so_far():
 
 
 def test_constant_errors_are_those_of_the_training_median():
-    errors = exp_nw.constant_errors(0)
+    errors = nw.constant_errors(0)
     s = nw.split(0)
     c = np.median(s["train"])
     assert errors["test"] == pytest.approx(np.abs(s["test"] - c).mean()) and 200 < errors["test"] < 300
@@ -94,11 +94,11 @@ def test_a_run_stores_table3_statistics_and_figure3(tmp_path):
     with store:
         key = config_key(spec.resolved())
         seeds = store.seeds(key)
-        for split in exp_nw.SPLITS:
+        for split in nw.SPLITS:
             values = [s[f"{split}_mae"] for s in seeds]
             assert summary[f"{split}_mae_median"] == pytest.approx(float(np.median(values)))
             assert summary[f"{split}_mae_min"] <= summary[f"{split}_mae_q25"] <= summary[f"{split}_mae_median"]
-            assert summary[f"constant_{split}_mae"] == pytest.approx(exp_nw.constant_errors(0)[split])
+            assert summary[f"constant_{split}_mae"] == pytest.approx(nw.constant_errors(0)[split])
         assert summary["seeds"] == 2 and summary["diverged"] == 0 and summary["best_step_median"] in (0, 3, 6)
         art = store.artifact(key, "figure3")
         assert art["seeds"] == [0, 1] and [i["number"] for i in art["numbers"]] == exp_nw.figure_numbers(
@@ -123,7 +123,7 @@ class _FakeStore:
 
 def _fake_run(model, train, validation, test, seeds=10, hidden=10):
     summary = {"seeds": seeds, "diverged": 0, "best_step_median": 1000,
-               **{f"constant_{k}_mae": v for k, v in exp_nw.constant_errors(0).items()}}
+               **{f"constant_{k}_mae": v for k, v in nw.constant_errors(0).items()}}
     for split, v in (("train", train), ("validation", validation), ("test", test)):
         summary.update({f"{split}_mae_{s}": v for s in ("median", "q25", "q75", "min", "max")})
     config = {"model": model, "task": {"split_seed": 0, "embedding_size": 256, "hidden_size": hidden,
@@ -170,7 +170,7 @@ def test_cli_run_prints_mae_per_split_and_sample_prints_tokens(tmp_path, capsys)
     assert main(["run", "number-words", "--model", "linear", "--seeds", "2", "--iterations", "2", "--eval-every",
                  "1", "--embedding-size", "8", "--hidden-size", "4", "--json", "--store", store]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert all(isinstance(result[f"{s}_mae_median"], float) for s in exp_nw.SPLITS)
+    assert all(isinstance(result[f"{s}_mae_median"], float) for s in nw.SPLITS)
     assert main(["sample", "number-words", "--split", "test", "--count", "3", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     test = set(nw.split(0)["test"].tolist())

@@ -15,15 +15,14 @@ import pytest
 import torch
 
 from nalm.cli import main
+from nalm.engine import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment, register_experiment
+from nalm.engine.store import Store, config_key
+from nalm.engine.task import torch_generators
+from nalm.engine.train import TrainConfig, TrainResult, make_optimizer
 from nalm.errors import ConfigError
-from nalm.experiments import (NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment,
-                              register_experiment)
-from nalm.experiments import mnist_parity as mp
-from nalm.parity_nets import ParityNet
-from nalm.store import Store, config_key
-from nalm.tasks.base import torch_generators
-from nalm.tasks.parity import ParityTask, synthetic_digits
-from nalm.train import TrainConfig, TrainResult, make_optimizer
+from nalm.experiments.mnist import parity as mp
+from nalm.experiments.mnist.parity_nets import ParityNet
+from nalm.experiments.mnist.parity_task import ParityTask, synthetic_digits
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mnist_fixtures import write_mnist_dir  # noqa: E402
@@ -34,7 +33,7 @@ TINY = TrainConfig(iterations=4, seeds=2, eval_every=2, batch_size=8, regularize
 
 @pytest.fixture(autouse=True)
 def registered():
-    """Importing nalm.experiments.mnist_parity registers it; another test may have removed it."""
+    """Importing nalm.experiments.mnist.parity registers it; another test may have removed it."""
     register_experiment(mp.MnistParity)
 
 

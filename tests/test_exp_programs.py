@@ -9,13 +9,14 @@ import json
 import pytest
 import torch
 
-import nalm.experiments.programs as E
+import nalm.experiments.programs.experiment as E
+from nalm.experiments.programs import config as C
+from nalm.engine import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment
+from nalm.engine.task import seed_generators
+from nalm.engine.train import TrainConfig, train
 from nalm.errors import ConfigError
-from nalm.experiments import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment
-from nalm.experiments.programs_report import check_fits, check_only_nalu, check_stable
-from nalm.tasks import programs as P
-from nalm.tasks.base import seed_generators
-from nalm.train import TrainConfig, train
+from nalm.experiments.programs import task as P
+from nalm.experiments.programs.report import check_fits, check_only_nalu, check_stable
 
 ADD, EVAL = get_experiment("program-add"), get_experiment("program-eval")
 
@@ -97,7 +98,7 @@ def _run(model: str, valid: float, test4: float, test3: float | None = None, **t
     summary = {"seeds": 5, "diverged": 0, "valid_digits": valid, "test3_digits": test3 or test4,
                "test4_digits": test4, "valid_digits_iqr": [valid - 1, valid], "test3_digits_iqr": None,
                "test4_digits_iqr": [test4 - 2, test4 + 1], "test4_exact": 0.0, "test4_mae": 12.0}
-    config = {"model": model, "task": {**{f: v for f, v in E.DEFAULTS.items() if f not in ("nesting", "operations",
+    config = {"model": model, "task": {**{f: v for f, v in C.DEFAULTS.items() if f not in ("nesting", "operations",
                                                                                             "loop_max", "mul_max")},
                                        **task},
               "train": TrainConfig(iterations=100, seeds=5).__dict__}

@@ -1,4 +1,4 @@
-"""nalm.rl: the time-tracking grid world (Trask et al. 2018, §4.5), its vector form, the A2C agents."""
+"""nalm.experiments.gridworld: the time-tracking grid world (Trask et al. 2018, §4.5), its vector form, the A2C agents."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import torch
 
 gymnasium = pytest.importorskip("gymnasium")  # the optional extra nalm[rl]
 
-import nalm.rl  # noqa: E402  (registers nalm/TimeGrid-v0)
+import nalm.experiments.gridworld.env  # noqa: E402  (registers nalm/TimeGrid-v0)
 from nalm import ConfigError, ShapeError  # noqa: E402
-from nalm.rl.a2c import A2C, A2CConfig, a2c_loss, clip_grad_norm_per_seed_, evaluate, gae  # noqa: E402
-from nalm.rl.agents import AgentConfig, build_agent  # noqa: E402
-from nalm.rl.env import TimeGridConfig, TimeGridEnv, episode_png, render_frames, save_frames_png  # noqa: E402
-from nalm.rl.vector import TimeGridVectorEnv  # noqa: E402
-from nalm.tasks.base import torch_generators  # noqa: E402
+from nalm.engine.task import torch_generators  # noqa: E402
+from nalm.experiments.gridworld.a2c import A2C, A2CConfig, a2c_loss, clip_grad_norm_per_seed_, evaluate, gae  # noqa: E402
+from nalm.experiments.gridworld.agents import AgentConfig, build_agent  # noqa: E402
+from nalm.experiments.gridworld.env import TimeGridConfig, TimeGridEnv, episode_png, render_frames, save_frames_png  # noqa: E402
+from nalm.experiments.gridworld.vector import TimeGridVectorEnv  # noqa: E402
 
 STAY, UP, DOWN, LEFT, RIGHT = range(5)
 SMALL = AgentConfig(hidden_size=8, vision_size=8)
@@ -31,7 +31,7 @@ SMALL = AgentConfig(hidden_size=8, vision_size=8)
 def test_check_env_passes(observation):
     from gymnasium.utils.env_checker import check_env
 
-    env = gymnasium.make(nalm.rl.ENV_ID, observation=observation, render_mode="rgb_array")
+    env = gymnasium.make(nalm.experiments.gridworld.env.ENV_ID, observation=observation, render_mode="rgb_array")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning of the checker fails the test
         check_env(env.unwrapped)
@@ -40,8 +40,8 @@ def test_check_env_passes(observation):
 def test_registered_once_and_import_nalm_stays_light():
     import importlib
 
-    importlib.reload(nalm.rl)  # a second import must not register again (gymnasium would warn)
-    assert nalm.rl.ENV_ID in gymnasium.registry
+    importlib.reload(nalm.experiments.gridworld.env)  # a second import must not register again (gymnasium would warn)
+    assert nalm.experiments.gridworld.env.ENV_ID in gymnasium.registry
     code = "import sys, nalm, nalm.units; assert 'gymnasium' not in sys.modules, 'import nalm pulled gymnasium'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -191,7 +191,7 @@ def test_vector_env_fixed_instruction_holds_across_auto_resets():
 
 # -- rendering ----------------------------------------------------------------------------------------------------
 def test_render_frames_and_png(tmp_path):
-    env = gymnasium.make(nalm.rl.ENV_ID, render_mode="rgb_array")
+    env = gymnasium.make(nalm.experiments.gridworld.env.ENV_ID, render_mode="rgb_array")
     frames = render_frames(env, 4, seed=3)
     assert len(frames) == 4 and all(f.shape == (56, 56, 3) and f.dtype == np.uint8 for f in frames)
     whole = render_frames(env, 100, seed=3)  # the oracle finishes its episode at t = T
@@ -201,7 +201,7 @@ def test_render_frames_and_png(tmp_path):
     shots = episode_png(tmp_path / "e.png", seed=1, frames=5, policy="random")
     assert len(shots) <= 5 and (tmp_path / "e.png").stat().st_size > 1000
     with pytest.raises(ConfigError, match="render_mode"):
-        render_frames(gymnasium.make(nalm.rl.ENV_ID), 3)
+        render_frames(gymnasium.make(nalm.experiments.gridworld.env.ENV_ID), 3)
 
 
 # -- A2C maths ----------------------------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def test_a2c_resumes_exactly_from_its_state_dict():
 
 
 def test_a3c_hogwild_workers_train_one_shared_agent():
-    from nalm.rl.a3c import train_a3c
+    from nalm.experiments.gridworld.a3c import train_a3c
 
     env_config = TimeGridConfig(size=2, instruction=1, extra_steps=2, observation="grid")
     agent = build_agent("a2c-lstm", env_config, 1, AgentConfig(hidden_size=16, vision_size=16),

@@ -3,8 +3,9 @@ import math
 
 import pytest
 
-from nalm.metrics import normalized_error, success_threshold, summarize, wilson_interval
-from nalm.tasks.arithmetic import ArithmeticConfig, RecurrentArithmeticConfig
+from nalm.engine.metrics import normalized_error, summarize, wilson_interval
+from nalm.experiments.arithmetic.task import ArithmeticConfig, RecurrentArithmeticConfig
+from nalm.experiments.arithmetic.thresholds import success_threshold
 
 N = 100_000  # Monte Carlo rows in threshold tests (relative MC s.d. ≈ 0.5 % for sub/div, < 0.1 % for the others)
 PUBLISHED = dict(add=1.4786e-5, sub=1.3844e-8, mul=0.16001, div=4.938e-12, squared=0.15947, root=8.955e-9)

@@ -11,11 +11,11 @@ import sys
 
 import numpy as np
 import pytest
-
 from mnist_fixtures import STEMS, fake_wheel, hostile_pickle, idx_bytes, random_mnist_arrays, write_mnist_dir
-from nalm.data import Mnist, load_mnist, split_train
-from nalm.data import mnist as mm
+
 from nalm.errors import ConfigError, DataError, ShapeError
+from nalm.experiments.mnist import data as mm
+from nalm.experiments.mnist.data import Mnist, load_mnist, split_train
 
 
 def _same(mnist: Mnist, arrays: dict) -> None:

@@ -7,17 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from mnist_fixtures import random_mnist_arrays
 from torch import nn
 
-from mnist_fixtures import random_mnist_arrays
-from nalm.data import Mnist
+from nalm.engine.task import seed_generators, torch_generators
 from nalm.errors import ConfigError, ShapeError
-from nalm.nets import (DIGIT_NETS, DigitSequenceModel, MnistNet2018, RNNCore, SeedLoop, SmallMnistNet, SoftmaxDigits,
-                       build_sequence_model, digit_net_factory, make_core)
-from nalm.tasks.base import seed_generators, torch_generators
-from nalm.tasks.mnist_sequences import (MEAN, STD, MnistSequenceConfig, MnistSequenceTask, digit_accuracy,
-                                        exact_share, final_outputs, mean_absolute_error, normalize, running_targets,
-                                        sequence_positions)
+from nalm.experiments.mnist.data import Mnist
+from nalm.experiments.mnist.nets import (DIGIT_NETS, DigitSequenceModel, MnistNet2018, RNNCore, SeedLoop, SmallMnistNet,
+                                         SoftmaxDigits, build_sequence_model, digit_net_factory, make_core)
+from nalm.experiments.mnist.sequences import (MEAN, STD, MnistSequenceConfig, MnistSequenceTask, digit_accuracy,
+                                              exact_share, final_outputs, mean_absolute_error, normalize,
+                                              running_targets, sequence_positions)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,7 @@ def test_seed_loop_copies_are_independent_and_reproducible():
 
 @pytest.mark.parametrize("mode", ["vmap", "loop"])
 def test_ensemble_digit_net_equals_seed_loop(mode):
-    from nalm.ensemble import Ensemble
+    from nalm.nn.ensemble import Ensemble
 
     def model(ensemble):
         m = build_sequence_model("nau", 10, num_seeds=2, digit_net="small", ensemble=ensemble)
@@ -300,7 +300,7 @@ def test_feature_reuse_equals_the_full_model(mnist, core):
 
 
 def test_trainer_runs_the_task(mnist):
-    from nalm.train import TrainConfig, train
+    from nalm.engine.train import TrainConfig, train
 
     task = MnistSequenceTask(small_config(), [0, 1], mnist)
     model = build_sequence_model("nau", 1, num_seeds=2, digit_net="small", core_learning_rate=1e-2)
@@ -372,8 +372,8 @@ def test_softmax_head_and_accumulator_init():
 
 def test_bench_mnist_rows_and_errors(capsys):
     """``nalm bench mnist``: every batching measured once on a tiny synthetic pool (no timing is asserted)."""
-    from nalm.bench_mnist import mnist_rows
     from nalm.cli import main
+    from nalm.experiments.mnist.bench import mnist_rows
 
     rows = mnist_rows(["small"], batch=1, steps=1, repeat=1, pool=(400, 100))
     assert [r["batching"] for r in rows] == ["trainer S=1", "trainer S=10, Ensemble loop", "trainer S=10, Ensemble vmap",

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import nalm
+from nalm.engine.task import torch_generators
 from nalm.errors import ConfigError, ShapeError
-from nalm.tasks import number_words as nw
-from nalm.tasks.base import torch_generators
+from nalm.experiments.number_words import task as nw
 
 HAND_WRITTEN = {
     0: "zero", 7: "seven", 13: "thirteen", 20: "twenty", 40: "forty", 99: "ninety nine", 100: "one hundred",

@@ -1,4 +1,4 @@
-"""MNIST parity canvases (nalm.tasks.parity) and the ablated counting network (nalm.parity_nets)."""
+"""MNIST parity canvases (nalm.experiments.mnist.parity_task) and the ablated counting network (nalm.experiments.mnist.parity_nets)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 import nalm
 from nalm import functional as F
 from nalm.errors import ConfigError, ShapeError
-from nalm.parity_nets import FINAL_LAYERS, AblationLinear, ParityNet, make_final_layer
-from nalm.tasks.parity import (CanvasMeta, ParityConfig, make_canvases, make_splits, parity_targets,
-                               reference_accuracies, render_grid)
+from nalm.experiments.mnist.parity_nets import FINAL_LAYERS, AblationLinear, ParityNet, make_final_layer
+from nalm.experiments.mnist.parity_task import (CanvasMeta, ParityConfig, make_canvases, make_splits, parity_targets,
+                                                reference_accuracies, render_grid)
 
 SMALL = ParityConfig(canvas_size=40, digit_size=8, max_digits=4, min_distance=10.0, train_size=50,
                      validation_size=30, test_size=40, held_out_digits=20)

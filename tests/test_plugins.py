@@ -17,13 +17,13 @@ import torch
 
 from nalm import DataError
 from nalm.cli import main
-from nalm.experiments import (NOT_RUN, ReportContext, RunSpec, Verdict, get_experiment, list_experiments,
-                              resolve_device, run, unregister_experiment)
-from nalm.models import build_model
-from nalm.store import Store, config_key
-from nalm.tasks.base import seed_order
-from nalm.train import (Hooks, TrainConfig, clip_grad_norm_per_seed, make_optimizer, per_seed_cross_entropy,
-                        training_step)
+from nalm.engine import (NOT_RUN, ReportContext, RunSpec, Verdict, get_experiment, list_experiments, resolve_device,
+                         run, unregister_experiment)
+from nalm.engine.metrics import per_seed_cross_entropy
+from nalm.engine.store import Store, config_key
+from nalm.engine.task import seed_order
+from nalm.engine.train import Hooks, TrainConfig, clip_grad_norm_per_seed, make_optimizer, training_step
+from nalm.nn.models import build_model
 
 TESTS = Path(__file__).parent
 TINY = TrainConfig(iterations=4, seeds=2, eval_every=2, batch_size=8, learning_rate=1e-2, regularizers={})
@@ -35,7 +35,7 @@ def toy():
     sys.path.insert(0, str(TESTS))
     import toy_experiment  # noqa: F401  (registers on import)
 
-    from nalm.experiments import register_experiment
+    from nalm.engine import register_experiment
 
     register_experiment(toy_experiment.Toy)
     yield toy_experiment

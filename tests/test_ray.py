@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from toy_experiment import Toy, ToyConfig
 
 from nalm.cli import main
-from nalm.executors import block_spec, fields_of, merge_blocks, seed_blocks, train_block
-from nalm.experiments import RunSpec, register_experiment, run
-from nalm.reproduce import shard_of, specs
-from nalm.store import Store, config_key
-from nalm.train import TrainConfig
-from toy_experiment import Toy, ToyConfig
+from nalm.engine import RunSpec, register_experiment, run
+from nalm.engine.executors import block_spec, fields_of, merge_blocks, seed_blocks, train_block
+from nalm.engine.reproduce import shard_of, specs
+from nalm.engine.store import Store, config_key
+from nalm.engine.train import TrainConfig
 
 TESTS = str(Path(__file__).parent)
 
@@ -196,7 +196,7 @@ def test_ray_profile_equals_local_and_a_rerun_submits_nothing(cluster, tmp_path,
 
 
 def test_a_raising_task_is_recorded_and_the_rest_finish(cluster, tmp_path):
-    from nalm.executors.ray_executor import run_sweep
+    from nalm.engine.executors.ray_executor import run_sweep
 
     todo = _specs(fail_seed=3)[:1] + _specs()[1:]  # nau: seeds 2..3 raise; linear: fine
     path = tmp_path / "s.sqlite"
@@ -211,7 +211,7 @@ def test_a_raising_task_is_recorded_and_the_rest_finish(cluster, tmp_path):
     stats = run_sweep(todo, str(path), seed_block=2, progress=False)  # again: only the failed block is submitted
     assert (stats["tasks"], stats["failed"]) == (1, 1)
     with pytest.raises(Exception, match="refuses to train"):
-        from nalm.reproduce import _reproduce_ray
+        from nalm.engine.reproduce import _reproduce_ray
 
         _reproduce_ray(todo, str(path), "test", False, "cpu", {"seed_block": 2})
 
@@ -229,11 +229,11 @@ def _blocks_done(path: Path) -> tuple[int, dict]:
 
 
 def test_a_killed_driver_loses_nothing_and_repeats_no_finished_task(cluster, tmp_path):
-    from nalm.executors.ray_executor import run_sweep
+    from nalm.engine.executors.ray_executor import run_sweep
 
     path = tmp_path / "s.sqlite"
     code = (f"import sys; sys.path.insert(0, {TESTS!r}); import test_ray\n"
-            f"from nalm.executors.ray_executor import run_sweep\n"
+            f"from nalm.engine.executors.ray_executor import run_sweep\n"
             f"run_sweep(test_ray._specs(sleep=0.3), {str(path)!r}, address={cluster!r}, seed_block=1, "
             f"progress=False)\n")
     driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

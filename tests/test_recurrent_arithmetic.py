@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from nalm import ConfigError, ShapeError
-from nalm.experiments import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment
-from nalm.metrics import success_threshold
-from nalm.models import SeedRNN, SequenceModel, build_model
-from nalm.tasks.arithmetic import RecurrentArithmeticConfig, RecurrentArithmeticTask
-from nalm.tasks.base import seed_generators
-from nalm.train import TrainConfig, train
+from nalm.engine import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment
+from nalm.engine.task import seed_generators
+from nalm.engine.train import TrainConfig, train
+from nalm.experiments.arithmetic.task import RecurrentArithmeticConfig, RecurrentArithmeticTask
+from nalm.experiments.arithmetic.thresholds import success_threshold
+from nalm.nn.models import SeedRNN, SequenceModel, build_model
 
 SMALL = dict(evaluation_size=40, test_length=60, short_test_length=20)
 

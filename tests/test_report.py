@@ -11,11 +11,11 @@ import pytest
 
 from nalm import DataError
 from nalm.cli import main
-from nalm.experiments import RunSpec
-from nalm.metrics import summarize
-from nalm.report import write_report
-from nalm.store import Store, config_key
-from nalm.train import TrainConfig
+from nalm.engine import RunSpec
+from nalm.engine.metrics import summarize
+from nalm.engine.report import write_report
+from nalm.engine.store import Store, config_key
+from nalm.engine.train import TrainConfig
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

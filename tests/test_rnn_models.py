@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from nalm import rnn_models as R
+from nalm.engine.task import torch_generators
 from nalm.errors import ConfigError, ShapeError
-from nalm.models import SeedRNN
-from nalm.tasks import programs as P
-from nalm.tasks.base import torch_generators
+from nalm.experiments.programs import models as R
+from nalm.experiments.programs import task as P
+from nalm.nn.models import SeedRNN
 
 NAMES = list(R.SEQUENCE_MODELS)
 SMALL = {"dnc": {"memory_size": 5, "word_size": 4, "read_heads": 2}}

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nalm.models import build_model, seed_copy
-from nalm.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
-from nalm.tasks.base import seed_generators, torch_generators
-from nalm.train import DEFAULT_REGULARIZERS, Hooks, make_optimizer, training_step
+from nalm.engine.task import seed_generators, torch_generators
+from nalm.engine.train import DEFAULT_REGULARIZERS, Hooks, make_optimizer, training_step
+from nalm.experiments.arithmetic.task import ArithmeticConfig, ArithmeticTask
+from nalm.nn.models import build_model, seed_copy
 
 STEPS = 100
 

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from nalm import get_unit
-from nalm.experiments import (NOT_REPRODUCED, REPRODUCED, Claim, Experiment, RunSpec, Verdict, get_experiment,
-                              register_experiment)
-from nalm.tasks.base import Task, evaluation_generator, seed_order
-from nalm.train import TrainConfig, evaluate
+from nalm.engine import (NOT_REPRODUCED, REPRODUCED, Claim, Experiment, RunSpec, Verdict, get_experiment,
+                         register_experiment)
+from nalm.engine.metrics import evaluate
+from nalm.engine.task import Task, evaluation_generator, seed_order
+from nalm.engine.train import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ torch.Size([32, 2])
 """
 
 from . import functional
-from .ensemble import Ensemble
 from .errors import ConfigError, DataError, NalmError, ShapeError
-from .recurrent import RecurrentCell
+from .nn.ensemble import Ensemble
 from .units import ArithmeticUnit, get_unit, list_units, register_unit, unit_options
+from .units.recurrent import RecurrentCell
 
 __version__ = "0.1.0"
 

@@ -75,7 +75,7 @@ def _add_common(p: argparse.ArgumentParser, *, store: bool = True, device: bool 
 
 
 def _add_train(p: argparse.ArgumentParser, exp) -> None:
-    from .train import TrainConfig
+    from .engine.train import TrainConfig
 
     d = {f.name: _default(f) for f in dataclasses.fields(TrainConfig)}
     d.update(exp.train_defaults)
@@ -103,7 +103,7 @@ def _add_train(p: argparse.ArgumentParser, exp) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .experiments import PROFILES, get_experiment, list_experiments
+    from .engine import PROFILES, get_experiment, list_experiments
 
     names = list_experiments()
     parser = argparse.ArgumentParser(prog="nalm", description="Neural arithmetic logic modules: train, benchmark "
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train_config(args):
     from dataclasses import asdict
 
-    from .train import Regularizer, TrainConfig
+    from .engine.train import Regularizer, TrainConfig
 
     regs = {} if args.no_regularizer else dict(args.regularizer_defaults)
     for text in args.regularizer:
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _only(text: str | None) -> list[str] | None:
-    from .experiments import list_experiments
+    from .engine import list_experiments
 
     if text is None:
         return None
@@ -289,8 +289,8 @@ def _dispatch(args) -> int:
             print(f"{name:8s} {doc}\n{'':8s} options: {opts}")
         return 0
     if args.command == "run":
-        from .experiments import RunSpec, resolve_device, run, set_threads
-        from .store import Store
+        from .engine import RunSpec, resolve_device, run, set_threads
+        from .engine.store import Store
 
         set_threads(args.threads)
         device = resolve_device(args.device)
@@ -301,7 +301,7 @@ def _dispatch(args) -> int:
         _print_summary(spec.name, summary, args.json)
         return 0
     if args.command == "sample":
-        from .experiments import get_experiment, make_config
+        from .engine import get_experiment, make_config
 
         exp = get_experiment(args.experiment)
         if args.count < 1:
@@ -320,8 +320,8 @@ def _dispatch(args) -> int:
             print(f"wrote {args.png}", file=sys.stderr)
         return 0
     if args.command == "reproduce":
-        from .experiments import resolve_device
-        from .reproduce import reproduce
+        from .engine import resolve_device
+        from .engine.reproduce import reproduce
 
         ray_options = {k: getattr(args, k) for k in ("address", "seed_block", "max_in_flight", "max_retries",
                                                      "checkpoint_every")}
@@ -345,7 +345,7 @@ def _dispatch(args) -> int:
                   **ray_options)
         return 0
     if args.command == "merge":
-        from .store import Store
+        from .engine.store import Store
 
         with Store(args.out) as out:
             for path in args.stores:
@@ -353,24 +353,24 @@ def _dispatch(args) -> int:
                 print(f"{path}: {copied} run(s) copied, {present} already in {args.out}")
         return 0
     if args.command == "report":
-        from .report import write_report
+        from .engine.report import write_report
 
         path = write_report(args.store, args.out, only=_only(args.only))
         print(f"wrote {path}")
         return 0
     if args.command == "export":
-        from .store import Store
+        from .engine.store import Store
 
         with Store(args.store, readonly=True) as store:
             n = store.export(args.path, experiments=args.experiment)
         print(f"wrote {n} rows to {args.path}")
         return 0
     if args.command == "bench" and args.benchmark == "mnist":
-        from .bench_mnist import mnist_cli
+        from .experiments.mnist.bench import mnist_cli
 
         return mnist_cli(args)
     if args.command == "bench":
-        from .bench import throughput_cli
+        from .experiments.arithmetic.bench import throughput_cli
 
         return throughput_cli(args)
     raise AssertionError(args.command)

@@ -1,43 +1,27 @@
-"""Experiments as plug-ins (see :mod:`nalm.experiments.base`), the registry, and one run end to end.
+"""The experiments that ship with nalm: one package each, in the order of the paper.
 
-Importing this package registers the built-in experiments, then the plug-ins named by the ``nalm.experiments``
-entry-point group of installed packages and by the ``NALM_EXPERIMENTS`` environment variable (comma-separated
-module names): importing a module is all it takes, since the module registers its experiment itself.
+The engine never imports this package. It is found like any outside plug-in, through the ``nalm.experiments``
+entry-point group (nalm's own ``pyproject.toml`` names it), and importing it registers every built-in experiment.
+The packages never import one another (an import-linter contract in ``pyproject.toml``): what two of them need lives
+in :mod:`nalm.nn` or :mod:`nalm.engine`.
+
+- :mod:`~nalm.experiments.identity`: Figure 1, MLPs that fail to extrapolate the identity.
+- :mod:`~nalm.experiments.arithmetic`: Table 1, static and recurrent arithmetic (``arithmetic``,
+  ``arithmetic-recurrent``).
+- :mod:`~nalm.experiments.mnist`: Table 2 (``mnist-count``, ``mnist-sum``) and Table 4 (``mnist-parity``), with
+  the offline MNIST loader they share.
+- :mod:`~nalm.experiments.number_words`: Table 3 and Figure 3.
+- :mod:`~nalm.experiments.programs`: Figures 4 and 6 (``program-add``, ``program-eval``).
+- :mod:`~nalm.experiments.gridworld`: Figure 5, the time-tracking grid world (needs ``nalm[rl]`` to run).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 
-from ..errors import ConfigError
-from .base import (NOT_REPRODUCED, NOT_RUN, PROFILES, REPRODUCED, Claim, Experiment, ReportContext, RunSpec,
-                   Verdict, get_experiment, list_experiments, make_config, register_experiment,
-                   unregister_experiment)
-from .runner import Busy, resolve_device, run, set_threads
+#: The modules that register the built-in experiments, in the order of the paper (the report's order).
+BUILTIN = ("identity.experiment", "arithmetic.experiment", "mnist.counting", "number_words.experiment",
+           "programs.experiment", "gridworld.experiment", "mnist.parity")
 
-#: The experiments that ship with nalm, in the order of the paper; each module registers itself on import.
-BUILTIN = ("identity", "arithmetic", "mnist_sequences", "number_words", "programs", "gridworld", "mnist_parity")
-
-__all__ = ["Experiment", "Claim", "Verdict", "ReportContext", "RunSpec", "register_experiment", "get_experiment",
-           "list_experiments", "unregister_experiment", "make_config", "run", "Busy", "set_threads",
-           "resolve_device", "load_plugins", "REPRODUCED", "NOT_REPRODUCED", "NOT_RUN", "PROFILES"]
-
-
-def load_plugins() -> None:
-    """Import the experiment modules of the ``nalm.experiments`` entry points and of ``$NALM_EXPERIMENTS``."""
-    from importlib.metadata import entry_points
-
-    names = [ep.value.split(":")[0] for ep in entry_points(group="nalm.experiments")]
-    names += [n.strip() for n in os.environ.get("NALM_EXPERIMENTS", "").split(",") if n.strip()]
-    for module in names:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ConfigError(f"cannot import experiment plug-in {module!r} (from NALM_EXPERIMENTS or an entry "
-                              f"point): {e}") from None
-
-
-for _name in BUILTIN:
-    importlib.import_module(f"{__name__}.{_name}")
-load_plugins()
+for _module in BUILTIN:
+    importlib.import_module(f"{__name__}.{_module}")

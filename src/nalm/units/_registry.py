@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from ..errors import ConfigError
+from nalm.errors import ConfigError
 
 _UNITS: dict[str, type] = {}
 # Arguments every unit takes; the rest of a unit's keyword arguments are its options.

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, ShapeError
+from nalm.errors import ConfigError, ShapeError
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 

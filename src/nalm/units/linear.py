@@ -6,7 +6,8 @@ import math
 
 from torch import Tensor
 
-from .. import functional as F
+from nalm import functional as F
+
 from ._registry import register_unit
 from .base import ArithmeticUnit, Generators, check_choice
 

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from .. import functional as F
+from nalm import functional as F
+
 from ._registry import register_unit
 from .base import ArithmeticUnit, Generators
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import functional as F
+from nalm import functional as F
+
 from ._registry import register_unit
 from .base import ArithmeticUnit, Generators, check_positive
 
