@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 from nalm import get_unit
-from nalm.engine import (NOT_REPRODUCED, REPRODUCED, Claim, Experiment, RunSpec, Verdict, get_experiment,
-                         register_experiment)
+from nalm.engine import (NOT_REPRODUCED, REPRODUCED, Claim, Experiment, RunSpec, Task, TrainConfig, Verdict,
+                         get_experiment, register_experiment)
 from nalm.engine.metrics import evaluate
-from nalm.engine.task import Task, evaluation_generator, seed_order
-from nalm.engine.train import TrainConfig
+from nalm.engine.task import evaluation_generator, seed_order
 
 
 @dataclass(frozen=True)

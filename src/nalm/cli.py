@@ -1,7 +1,7 @@
 """The ``nalm`` command line. ``nalm --help`` and ``nalm COMMAND --help`` explain every option.
 
 ``nalm run``, ``nalm sample``, ``nalm reproduce --only``, ``nalm report --only`` and ``nalm export --experiment`` are
-generated from the experiment registry (:mod:`nalm.experiments`): each experiment's config dataclass gives the task
+generated from the experiment registry (:mod:`nalm.engine.experiment`): each experiment's config dataclass gives the task
 options (a field's ``metadata`` may add ``help``, ``choices`` and extra ``flags``), its ``train_defaults`` the
 training defaults. No experiment is named here.
 """
