@@ -48,10 +48,13 @@ PROFILES = ("quick", "acceptance", "paper")
 
 @dataclass(frozen=True)
 class Verdict:
-    """A claim's answer over the stored results, with the numbers behind it."""
+    """A claim's answer over the stored results, with the numbers behind it, and for an answer other than
+    *reproduced* its *why* where one is known: one sentence and the run (configuration and seeds) or the published
+    source that shows it."""
 
     answer: str
     evidence: str
+    why: str = ""
 
     def __post_init__(self) -> None:
         if self.answer not in (REPRODUCED, NOT_REPRODUCED, NOT_RUN):
@@ -60,10 +63,22 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Claim:
-    """A claim of the paper (SPEC §2) as a sentence, and a check of it over an experiment's finished runs."""
+    """A claim of the paper (SPEC §2) as a sentence, and a check of it over an experiment's finished runs.
+
+    ``why`` is the cause of a failure that a controlled run has shown (one sentence naming that run, or a published
+    source reporting the same failure); :meth:`verdict` attaches it to a *not reproduced* answer whose check did not
+    give a *why* of its own. A *reproduced* or *not run* answer never carries it."""
 
     text: str
     check: Callable[["ReportContext"], Verdict]
+    why: str = ""
+
+    def verdict(self, ctx: "ReportContext") -> Verdict:
+        """The check's verdict over ``ctx`` (*not run* without runs), with the claim's *why* where it applies."""
+        v = self.check(ctx) if ctx.runs else Verdict(NOT_RUN, "no finished run of this experiment")
+        if v.answer != NOT_REPRODUCED:
+            return dataclasses.replace(v, why="")
+        return v if v.why or not self.why else dataclasses.replace(v, why=self.why)
 
 
 @dataclass

@@ -4,7 +4,8 @@ experiment's section (its tables and figures), then the runs still in progress.
 Reads only the store (:class:`nalm.engine.store.Store`, read-only), never logs. The report opens with one table of every
 registered experiment's claims (SPEC §2), each answered *reproduced*, *not reproduced* or *not run* by its check
 over the stored results, with the numbers behind the answer; each experiment then renders its own section
-(:meth:`nalm.experiments.Experiment.report`). matplotlib is optional (``pip install 'nalm[report]'``): without it the
+(:meth:`nalm.engine.Experiment.report`); runs that differ only in their seeds are pooled into one
+(:mod:`nalm.engine.pooling`). matplotlib is optional (``pip install 'nalm[report]'``): without it the
 tables are written and the figures skipped.
 """
 
@@ -15,8 +16,9 @@ from pathlib import Path
 from nalm import __version__
 from nalm.errors import DataError
 
-from .experiment import NOT_RUN, ReportContext, Verdict, get_experiment, list_experiments
+from .experiment import NOT_REPRODUCED, REPRODUCED, ReportContext, get_experiment, list_experiments
 from .reporting import new_figure, table
+from .pooling import PooledStore
 from .store import Store
 
 __all__ = ["write_report"]
@@ -26,14 +28,17 @@ def _claims(contexts: dict[str, ReportContext]) -> list[str]:
     rows = []
     for name, ctx in contexts.items():
         for claim in get_experiment(name).claims:
-            verdict = claim.check(ctx) if ctx.runs else Verdict(NOT_RUN, "no finished run of this experiment")
-            rows.append([name, claim.text, f"**{verdict.answer}**", verdict.evidence])
+            v = claim.verdict(ctx)
+            why = v.why or ("—" if v.answer == REPRODUCED else "*not yet known*" if v.answer == NOT_REPRODUCED else "")
+            rows.append([name, claim.text, f"**{v.answer}**", v.evidence, why])
     if not rows:
         return []
     return ["## The paper's claims", "",
             "Each claim of the paper, checked against the results in this store (the strongest run of each model: "
-            "most seeds × iterations). The numbers behind each answer are in the experiment's section below.", "",
-            *table(["experiment", "claim", "answer", "numbers"], rows)]
+            "most seeds × iterations; runs that differ only in their seeds count as one). *Why*: for a claim that "
+            "is not reproduced, its cause and the run that shows it, where one is known. The numbers behind each "
+            "answer are in the experiment's section below.", "",
+            *table(["experiment", "claim", "answer", "numbers", "why"], rows)]
 
 
 def _in_progress(store: Store, running: list[dict]) -> list[str]:
@@ -60,7 +65,8 @@ def write_report(store_path: str | Path, out_path: str | Path, only: list[str] |
                         f"`nalm reproduce --profile quick --store {store_path}`")
     out.parent.mkdir(parents=True, exist_ok=True)
     names = list_experiments() if only is None else only
-    with Store(store_path, readonly=True) as store:
+    with Store(store_path, readonly=True) as raw:
+        store = PooledStore(raw)  # runs that differ only in their seeds are read as one
         done = [r for r in store.runs() if r["experiment"] in names or only is None]
         running = [r for r in store.runs(status="running") if r["experiment"] in names or only is None]
         lines = ["# nalm results", "",

@@ -372,6 +372,11 @@ class Store:
         row = self.conn.execute("SELECT data FROM artifacts WHERE key = ? AND name = ?", (key, name)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def artifacts(self, key: str) -> dict:
+        """Every artifact of a run, by name."""
+        return {n: json.loads(d) for n, d in self.conn.execute("SELECT name, data FROM artifacts WHERE key = ?",
+                                                                 (key,))}
+
     def export(self, path: str | Path, fmt: str | None = None, experiments: Iterable[str] | None = None) -> int:
         """Write one row per finished run × seed (config, summary and seed statistics) as CSV or JSON.
 
