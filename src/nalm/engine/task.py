@@ -95,14 +95,17 @@ class Task(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no fixed regression sets; override evaluate()")
 
     def evaluate(self, model, num_seeds: int, device=None) -> dict[str, Tensor]:
-        """Per-seed metrics (S,): ``<set>_mse`` on every fixed set (drawn once, then reused) and ``sparsity_error``."""
+        """Per-seed metrics (S,): ``<set>_mse`` on every fixed set (drawn once, then reused), ``sparsity_error``, and
+        the units' diagnostics on the first set (:mod:`nalm.engine.diagnostics`)."""
+        from .diagnostics import collect
         from .metrics import evaluate, sparsity
 
         if getattr(self, "_sets", None) is None:
             self._sets = self.evaluation_sets()
         metrics = {f"{name}_mse": evaluate(model, x, y, num_seeds, device=device) for name, (x, y) in self._sets.items()}
         metrics["sparsity_error"] = sparsity(model, num_seeds)
-        return metrics
+        x, _ = next(iter(self._sets.values()))
+        return {**metrics, **collect(model, x, num_seeds, device=device)}
 
     def artifacts(self, model) -> dict:
         """Results beyond the per-seed statistics (e.g. a curve for a figure), stored as JSON."""

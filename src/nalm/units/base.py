@@ -102,6 +102,19 @@ class ArithmeticUnit(nn.Module):
     def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    # -- what explains a result -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def diagnostics(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-seed values (*S,) that a unit's behaviour depends on, given inputs x (*S, B, in) it has just seen:
+        here the mean and largest magnitude of its weight W, where it has one. Units add their own (the NALU: its
+        gate and each path's weights). The engine stores them with every evaluation (``nalm.engine.diagnostics``).
+        """
+        w = getattr(self, "weight", None)
+        if not isinstance(w, Tensor):
+            return {}
+        a = w.detach().abs().flatten(len(self.seed_shape))
+        return {"weight_abs_mean": a.mean(-1), "weight_abs_max": a.amax(-1)}
+
     # -- the seed axis ----------------------------------------------------------------------------------------
     def seed_module(self, i: int) -> "ArithmeticUnit":
         """An ordinary single-seed copy of seed ``i`` (its parameters copied, not shared)."""

@@ -119,3 +119,19 @@ class NALU(_NACWeights):
             g = torch.sigmoid(self.g_hat)  # (*S, 1, out)
         w = self.weight
         return F.nalu(x, w, w if self.tied else self.weight_mul, g, self.eps)
+
+    @torch.no_grad()
+    def diagnostics(self, x: Tensor) -> dict[str, Tensor]:
+        """Per seed, over the inputs x (*S, B, in): the gate's mean and spread (1: additive path, 0: multiplicative),
+        the mean |W| of each path, and the largest |log(|x| + ε) W_mᵀ|, the log path's pre-activation (large values
+        are the heavy tail that makes its gradients explode)."""
+        x = x.detach()
+        g = torch.sigmoid(F.linear(x, self.G)) if self.gate == "input" else torch.sigmoid(self.g_hat).expand(
+            x.shape[:-1] + (self.out_features,))
+        lead = len(self.seed_shape)
+        w_add, w_mul = self.weight.detach(), self.weight_mul.detach()
+        log_path = F.linear(torch.log(x.abs() + self.eps), w_mul)
+        return {"gate_mean": g.flatten(lead).mean(-1), "gate_std": g.flatten(lead).std(-1, correction=0),
+                "add_weight_abs_mean": w_add.abs().flatten(lead).mean(-1),
+                "mul_weight_abs_mean": w_mul.abs().flatten(lead).mean(-1),
+                "log_path_abs_max": log_path.abs().flatten(lead).amax(-1)}

@@ -74,6 +74,21 @@ class RecurrentCell(nn.Module):
             outputs.append(h)
         return torch.stack(outputs, dim=-2), h
 
+    @torch.no_grad()
+    def diagnostics(self, x: Tensor) -> dict[str, Tensor]:
+        """Per seed: the recurrent block W_h of the unit's weight (the columns that read h_{t−1}), its mean
+        diagonal and largest off-diagonal magnitude. An exact accumulator of a sum has W_h = I (diagonal 1,
+        off-diagonals 0). Empty for a unit without a single weight matrix. ``x`` is not used."""
+        w = getattr(self.unit, "weight", None)
+        if not isinstance(w, Tensor):
+            return {}
+        w_h = w.detach()[..., :, self.input_size:]  # (*S, hidden, hidden)
+        eye = torch.eye(self.hidden_size, dtype=torch.bool, device=w_h.device)
+        lead = len(self._lead())
+        off = w_h.masked_fill(eye, 0).abs().flatten(lead)
+        return {"recurrent_diagonal_mean": w_h.diagonal(dim1=-2, dim2=-1).mean(-1),
+                "recurrent_offdiagonal_abs_max": off.amax(-1) if off.shape[-1] else torch.zeros_like(off[..., 0])}
+
     def seed_module(self, i: int) -> "RecurrentCell":
         """A single-seed copy of seed ``i``."""
         single = RecurrentCell.__new__(RecurrentCell)

@@ -345,7 +345,8 @@ class RecurrentArithmeticTask(ArithmeticTask):
     def evaluate(self, model, num_seeds: int, device=None) -> dict[str, Tensor]:
         """Per seed: interpolation_mse, extrapolation_mse (test_length), extrapolation_short_mse (short length),
         ``mse_at_<L>`` at every length of :meth:`curve_lengths` (prefixes of the extrapolation sequences; one pass
-        gives them all), sparsity_error."""
+        gives them all), sparsity_error, and the diagnostics of the cells and units on interpolation sequences."""
+        from nalm.engine.diagnostics import collect
         from nalm.engine.metrics import sparsity
 
         cfg = self.config
@@ -364,4 +365,4 @@ class RecurrentArithmeticTask(ArithmeticTask):
         if cfg.short_length:
             metrics["extrapolation_short_mse"] = metrics[f"mse_at_{cfg.short_length}"]
         metrics["sparsity_error"] = sparsity(model, num_seeds)
-        return metrics
+        return {**metrics, **collect(model, xi, num_seeds, device=device)}
