@@ -190,3 +190,18 @@ def test_cli_report(store_path, tmp_path, capsys):
     folder.mkdir()
     assert main(["report", "--store", str(store_path), "--out", str(folder)]) == 0  # a folder gets report.md
     assert (folder / "report.md").is_file()
+
+
+def test_report_names_its_profile_date_and_commit(store_path, tmp_path, monkeypatch):
+    import datetime
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)  # not a git checkout: no commit
+    text = write_report(store_path, tmp_path / "a.md", profile="acceptance").read_text()
+    top = text.splitlines()[2]
+    assert "profile acceptance" in top and datetime.date.today().isoformat() in top and "commit" not in top
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+                   check=True)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert f"at commit {head}." in write_report(store_path, tmp_path / "b.md").read_text().splitlines()[2]

@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=os.path.join("results", "report.md"),
                     help="report path, or a folder to write report.md in (default results/report.md); the figures "
                     "go beside it")
+    rp.add_argument("--profile", dest="profile_label", metavar="PROFILE",
+                    help="say at the top which profile the results come from (e.g. acceptance); the top always names "
+                         "the date, the nalm version and, in a git checkout, the commit")
     rp.add_argument("--only", metavar="EXPERIMENTS", help="comma-separated subset of: " + ", ".join(names))
 
     ex = sub.add_parser("export", help="write every finished run × seed as CSV or JSON")
@@ -355,7 +358,7 @@ def _dispatch(args) -> int:
     if args.command == "report":
         from .engine.report import write_report
 
-        path = write_report(args.store, args.out, only=_only(args.only))
+        path = write_report(args.store, args.out, only=_only(args.only), profile=args.profile_label)
         print(f"wrote {path}")
         return 0
     if args.command == "export":

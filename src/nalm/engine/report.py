@@ -11,6 +11,8 @@ tables are written and the figures skipped.
 
 from __future__ import annotations
 
+import datetime
+import subprocess
 from pathlib import Path
 
 from nalm import __version__
@@ -41,6 +43,18 @@ def _claims(contexts: dict[str, ReportContext]) -> list[str]:
             *table(["experiment", "claim", "answer", "numbers", "why"], rows)]
 
 
+def _provenance(store_path: Path, done: int, running: int, profile: str | None) -> str:
+    """Where the numbers come from: store, runs, profile, date, nalm version and commit."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return (f"Store `{store_path}`: {done} finished run(s), {running} in progress"
+            + (f"; profile {profile}" if profile else "") + f"; written {datetime.date.today().isoformat()} by nalm "
+            f"{__version__}" + (f" at commit {commit}" if commit else "") + ".")
+
+
 def _in_progress(store: Store, running: list[dict]) -> list[str]:
     lines = ["## In progress", "", "Unfinished runs (the same command resumes them from their last checkpoint):", ""]
     for r in running:
@@ -51,10 +65,12 @@ def _in_progress(store: Store, running: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def write_report(store_path: str | Path, out_path: str | Path, only: list[str] | None = None) -> Path:
+def write_report(store_path: str | Path, out_path: str | Path, only: list[str] | None = None,
+                 profile: str | None = None) -> Path:
     """Write the Markdown report of the store at ``store_path`` to ``out_path``, figures beside it; return its path.
 
-    ``only`` restricts it to those experiments. An existing folder as ``out_path`` gets ``report.md`` inside it.
+    ``only`` restricts it to those experiments; ``profile`` is named at the top with the date, the nalm version and
+    the git commit of the working directory (when it is a git checkout). An existing folder as ``out_path`` gets ``report.md`` inside it.
     Raises DataError when the store does not exist (it is never created here).
     """
     store_path, out = Path(store_path), Path(out_path)
@@ -69,9 +85,7 @@ def write_report(store_path: str | Path, out_path: str | Path, only: list[str] |
         store = PooledStore(raw)  # runs that differ only in their seeds are read as one
         done = [r for r in store.runs() if r["experiment"] in names or only is None]
         running = [r for r in store.runs(status="running") if r["experiment"] in names or only is None]
-        lines = ["# nalm results", "",
-                 f"Store `{store_path}`: {len(done)} finished run(s), {len(running)} in progress; "
-                 f"nalm {__version__}.", ""]
+        lines = ["# nalm results", "", _provenance(store_path, len(done), len(running), profile), ""]
         if not done:
             lines += ["**No results yet.** Make them with `nalm reproduce --profile quick`, then run `nalm report` "
                       "again.", ""]
