@@ -111,7 +111,9 @@ class Experiment:
     description: ClassVar[str] = ""
     #: Frozen dataclass of the task options; each field becomes a ``nalm run``/``nalm sample`` option. A field's
     #: ``metadata`` may hold ``help``, ``choices``, ``flags`` (extra option names, e.g. ``("--op",)``) and
-    #: ``runtime`` (True: not part of the stored configuration, e.g. a data folder or a log directory).
+    #: ``runtime`` (True: not part of the stored configuration, e.g. a data folder or a log directory) and ``added``
+    #: (True: an option added after results were stored, left out of the stored configuration while at its
+    #: default, so that earlier runs keep their keys).
     Config: ClassVar[type]
     #: The models of the paper's rows (``--help`` lists them); ``check_model`` decides what is accepted.
     models: ClassVar[tuple[str, ...]] = ()
@@ -289,10 +291,13 @@ class RunSpec:
     def resolved(self) -> dict:
         """The full configuration with every default filled in: what the results are stored under. Config fields
         marked ``metadata={"runtime": True}`` (where data are read from, where logs go) are not part of it: they
-        do not change what a run computes."""
+        do not change what a run computes. Fields marked ``metadata={"added": True}`` are left out while at their
+        default (so adding an option does not change the keys of the runs stored before it)."""
         config = self.task_config()
-        runtime = {f.name for f in dataclasses.fields(config) if f.metadata.get("runtime")}
-        task = {k: v for k, v in dataclasses.asdict(config).items() if k not in runtime}
+        fields = dataclasses.fields(config)
+        skip = {f.name for f in fields if f.metadata.get("runtime")
+                or (f.metadata.get("added") and getattr(config, f.name) == f.default)}
+        task = {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
         return {"protocol": self.exp.protocol, "experiment": self.experiment, "model": self.model,
                 "task": task, "train": self.train.stored()}
 

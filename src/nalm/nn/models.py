@@ -217,11 +217,39 @@ def parse_model(name: str, recurrent: bool = False) -> tuple[str, tuple[str, ...
                       f"(e.g. nau-nmu), or a baseline: {', '.join(baselines)}")
 
 
+def parse_options(text: str) -> dict[str, object]:
+    """Unit options written ``key=value,key=value`` (e.g. ``gate=fixed,gate_value=0.99``): values are read as int,
+    float, true/false or else kept as text; an item without ``=`` is a ConfigError."""
+    options: dict[str, object] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"unit options are key=value pairs separated by commas; got {item!r} in {text!r}")
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            options[key.strip()] = low == "true"
+            continue
+        for kind in (int, float):
+            try:
+                options[key.strip()] = kind(value)
+                break
+            except ValueError:
+                pass
+        else:
+            options[key.strip()] = value.strip()
+    return options
+
+
 def build_model(name: str, input_size: int, output_size: int = 1, *, hidden_size: int = 2,
-                num_seeds: int | None = None, recurrent: bool = False, device=None, dtype=None) -> nn.Module:
-    """Build model ``name`` (see the module docstring) mapping input_size -> output_size through ``hidden_size``."""
+                num_seeds: int | None = None, recurrent: bool = False, device=None, dtype=None,
+                unit_options: dict | None = None) -> nn.Module:
+    """Build model ``name`` (see the module docstring) mapping input_size -> output_size through ``hidden_size``;
+    ``unit_options`` go to both units of a UNIT-UNIT model (each must accept them)."""
     family, parts = parse_model(name, recurrent)
     f = {"num_seeds": num_seeds, "device": device, "dtype": dtype}
+    if unit_options and family != "units":
+        raise ConfigError(f"unit options {unit_options} need a model of two units, not {name!r}")
+    u = {**f, **(unit_options or {})}
     if family == "mlp":
         if recurrent:
             raise ConfigError("MLP baselines have no recurrent form; use lstm, gru, rnn-tanh or rnn-relu")
@@ -231,9 +259,9 @@ def build_model(name: str, input_size: int, output_size: int = 1, *, hidden_size
                              get_unit("linear", hidden_size, output_size, bias=True, **f))
     first, second = parts
     if recurrent:
-        return SequenceModel(RecurrentCell(first, input_size, hidden_size, **f),
-                             get_unit(second, hidden_size, output_size, **f))
-    return Sequential(get_unit(first, input_size, hidden_size, **f), get_unit(second, hidden_size, output_size, **f))
+        return SequenceModel(RecurrentCell(first, input_size, hidden_size, **u),
+                             get_unit(second, hidden_size, output_size, **u))
+    return Sequential(get_unit(first, input_size, hidden_size, **u), get_unit(second, hidden_size, output_size, **u))
 
 
 def seed_copy(model: nn.Module, name: str, i: int, **build_options) -> nn.Module:

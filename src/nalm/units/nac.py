@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from nalm import functional as F
+from nalm.errors import ConfigError
 
 from ._registry import register_unit
 from .base import ArithmeticUnit, Generators, check_choice, check_positive
@@ -75,26 +76,34 @@ class NALU(_NACWeights):
     a = x Wᵀ; m = exp(log(|x| + ε) Wᵀ); g = σ(x Gᵀ); y = g ⊙ a + (1 − g) ⊙ m.
 
     Options: ``tied`` (default True, as in the paper: "two NACs with tied weights") — False gives the
-    multiplicative path its own Ŵ_m, M̂_m; ``gate`` = "input" (the paper's g = σ(x Gᵀ)) or "independent"
-    (g = σ(ĝ), one learned logit per output, as in iNALU); ``eps`` of the log path (1e-7; not in the paper).
+    multiplicative path its own Ŵ_m, M̂_m; ``gate`` = "input" (the paper's g = σ(x Gᵀ)), "independent"
+    (g = σ(ĝ), one learned logit per output, as in iNALU) or "fixed" (g = ``gate_value`` everywhere, never
+    learned: a controlled experiment's gate; at 1 the unit is exactly the NAC); ``eps`` of the log path (1e-7; not
+    in the paper).
     Known limits: extrapolates multiplication poorly, cannot handle negative inputs in the multiplicative path,
     and diverges in a fraction of seeds (Madsen & Johansen 2020).
     """
 
-    options = ("tied", "gate", "eps")
+    options = ("tied", "gate", "eps", "gate_value")
 
     def __init__(self, in_features: int, out_features: int, *, num_seeds: int | None = None,
-                 device=None, dtype=None, tied: bool = True, gate: str = "input", eps: float = 1e-7) -> None:
+                 device=None, dtype=None, tied: bool = True, gate: str = "input", eps: float = 1e-7,
+                 gate_value: float = 1.0) -> None:
         super().__init__(in_features, out_features, num_seeds=num_seeds, device=device, dtype=dtype)
         self.tied = bool(check_choice("nalu", "tied", tied, (True, False)))
-        self.gate = check_choice("nalu", "gate", gate, ("input", "independent"))
+        self.gate = check_choice("nalu", "gate", gate, ("input", "independent", "fixed"))
         self.eps = check_positive("nalu", "eps", eps)
+        if not (isinstance(gate_value, (int, float)) and not isinstance(gate_value, bool) and 0 <= gate_value <= 1):
+            raise ConfigError(f"nalu: gate_value must be a number in [0, 1], got {gate_value!r}")
+        if gate != "fixed" and gate_value != 1.0:
+            raise ConfigError(f"nalu: gate_value={gate_value!r} needs gate='fixed' (the gate is learned otherwise)")
+        self.gate_value = float(gate_value)
         if not self.tied:
             self.W_hat_mul = self._parameter(out_features, in_features)
             self.M_hat_mul = self._parameter(out_features, in_features)
         if self.gate == "input":
             self.G = self._parameter(out_features, in_features)
-        else:
+        elif self.gate == "independent":
             self.g_hat = self._parameter(1, out_features)
         self.reset_parameters()
 
@@ -105,18 +114,25 @@ class NALU(_NACWeights):
             self._glorot(self.M_hat_mul, generator)
         if self.gate == "input":
             self._glorot(self.G, generator)
-        else:
+        elif self.gate == "independent":
             self._init(self.g_hat, lambda t, g: t.zero_(), generator)  # g = 0.5: both paths open
 
     @property
     def weight_mul(self) -> Tensor:
         return self.weight if self.tied else F.nac_weight(self.W_hat_mul, self.M_hat_mul)
 
-    def _forward(self, x: Tensor) -> Tensor:
+    def _gate(self, x: Tensor) -> Tensor:
+        """g after the sigmoid, broadcastable to the output (*S, B, out)."""
         if self.gate == "input":
-            g = torch.sigmoid(F.linear(x, self.G))  # (*S, B, out)
-        else:
-            g = torch.sigmoid(self.g_hat)  # (*S, 1, out)
+            return torch.sigmoid(F.linear(x, self.G))
+        if self.gate == "independent":
+            return torch.sigmoid(self.g_hat)  # (*S, 1, out)
+        return torch.full((1, self.out_features), self.gate_value, dtype=x.dtype, device=x.device)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if self.gate == "fixed" and self.gate_value == 1.0:  # exactly the NAC (0 · m would be NaN where m is inf)
+            return F.linear(x, self.weight)
+        g = self._gate(x)
         w = self.weight
         return F.nalu(x, w, w if self.tied else self.weight_mul, g, self.eps)
 
@@ -126,8 +142,7 @@ class NALU(_NACWeights):
         the mean |W| of each path, and the largest |log(|x| + ε) W_mᵀ|, the log path's pre-activation (large values
         are the heavy tail that makes its gradients explode)."""
         x = x.detach()
-        g = torch.sigmoid(F.linear(x, self.G)) if self.gate == "input" else torch.sigmoid(self.g_hat).expand(
-            x.shape[:-1] + (self.out_features,))
+        g = self._gate(x).expand(x.shape[:-1] + (self.out_features,))
         lead = len(self.seed_shape)
         w_add, w_mul = self.weight.detach(), self.weight_mul.detach()
         log_path = F.linear(torch.log(x.abs() + self.eps), w_mul)

@@ -12,6 +12,7 @@ from nalm.engine.ranges import Range
 from nalm.engine.reporting import (best_runs, colors, figure_name, new_figure, num, range_text, rate, score, settings,
                                    table, training_text)
 
+from . import gate_study
 from .task import OPERATIONS, parse_subsets
 
 OP_LABELS = {"add": "a + b", "sub": "a − b", "mul": "a × b", "div": "a / b", "squared": "a²", "root": "√a"}
@@ -70,8 +71,10 @@ def _model_rank(model: str) -> tuple:
 
 
 def strongest(runs: list[dict]) -> dict:
-    """{(model, operation): the run with the most seeds × iterations} over runs on the default data."""
-    return best_runs(runs, lambda r: (r["config"]["model"], r["config"]["task"]["operation"]))
+    """{(model, operation): the run with the most seeds × iterations} over the runs with the units' own options
+    (a controlled run, with ``unit_options`` set, never stands for the paper's model)."""
+    return best_runs([r for r in runs if not r["config"]["task"].get("unit_options")],
+                     lambda r: (r["config"]["model"], r["config"]["task"]["operation"]))
 
 
 def _recurrent(config: dict) -> bool:
@@ -333,6 +336,7 @@ def section(exp, ctx) -> list[str]:
                   f"scale of each setting in mind.", ""]
     else:
         lines += [RECURRENT_TASK, ""]
-    for i, setting in enumerate(settings(ctx.runs, _setting_key, describe)):
+    plain = [r for r in ctx.runs if not r["config"]["task"].get("unit_options")]  # controlled runs: below
+    for i, setting in enumerate(settings(plain, _setting_key, describe)):
         lines += _setting(setting, static, figure_name(f"success_rates_{exp.name}", i), ctx.folder)
-    return lines
+    return lines + ([] if static else gate_study.section(ctx, ctx.folder))

@@ -35,6 +35,7 @@ from nalm.engine.ranges import Range, uniform_1_2
 from nalm.engine.task import Task, evaluation_generator, seed_generators
 from nalm.errors import ConfigError
 from nalm.functional import matmul
+from nalm.nn.models import parse_options
 
 
 def _safe_root(a):
@@ -91,10 +92,16 @@ class ArithmeticConfig:
     evaluation_size: int = field(default=10_000, metadata=_help("rows of each fixed evaluation set"))
     #: The model's hidden width (between the two units, or the state of a recurrent baseline).
     hidden_size: int = field(default=2, metadata=_help("width of the hidden layer"))
+    unit_options: str = field(default="", metadata=_help(
+        "options of both units of a UNIT-UNIT model, key=value,... (e.g. gate=fixed,gate_value=0.99 for nalu-nalu: "
+        "a controlled run's frozen gate)", added=True))
 
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:
             raise ConfigError(f"unknown operation {self.operation!r}; choose from: {', '.join(OPERATIONS)}")
+        if not isinstance(self.unit_options, str):
+            raise ConfigError(f"unit_options is text (key=value,...), got {self.unit_options!r}")
+        parse_options(self.unit_options)
         for name in ("input_size", "evaluation_size", "hidden_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
