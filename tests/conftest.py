@@ -12,6 +12,10 @@ _EXTRA_VARIANTS = [
     ("nalu", {"tied": False}),
     ("nalu", {"gate": "independent"}),
     ("linear", {"bias": True}),
+    ("gnalu", {"gate": "independent"}),
+    ("nmru", {"sign_retrieval": True}),
+    ("mcfc", {"mode": "mul"}),
+    ("inalu", {"init": "glorot", "reg_reduction": "mean"}),
 ]
 VARIANTS = [(name, {}) for name in nalm.list_units()] + [v for v in _EXTRA_VARIANTS if v[0] in nalm.list_units()]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -13,6 +15,9 @@ from .base import ArithmeticUnit, Generators, check_choice, check_positive
 
 class _NACWeights(ArithmeticUnit):
     """A unit whose weight is W = tanh(Ŵ) ⊙ σ(M̂), recomputed from Ŵ, M̂ on every forward (never cached)."""
+
+    #: ln b of the base b of tanh and σ (1: base e; the golden-ratio NALU sets ln φ).
+    log_base = 1.0
 
     def __init__(self, in_features, out_features, *, num_seeds=None, device=None, dtype=None):
         super().__init__(in_features, out_features, num_seeds=num_seeds, device=device, dtype=dtype)
@@ -27,7 +32,7 @@ class _NACWeights(ArithmeticUnit):
     @property
     def weight(self) -> Tensor:
         """The effective weight W = tanh(Ŵ) ⊙ σ(M̂), shape (*S, out, in)."""
-        return F.nac_weight(self.W_hat, self.M_hat)
+        return F.nac_weight(self.W_hat, self.M_hat, self.log_base)
 
 
 @register_unit("nac")
@@ -86,9 +91,9 @@ class NALU(_NACWeights):
     def __init__(self, in_features: int, out_features: int, *, num_seeds: int | None = None,
                  device=None, dtype=None, tied: bool = True, gate: str = "input", eps: float = 1e-7) -> None:
         super().__init__(in_features, out_features, num_seeds=num_seeds, device=device, dtype=dtype)
-        self.tied = bool(check_choice("nalu", "tied", tied, (True, False)))
-        self.gate = check_choice("nalu", "gate", gate, ("input", "independent"))
-        self.eps = check_positive("nalu", "eps", eps)
+        self.tied = bool(check_choice(self.unit_name, "tied", tied, (True, False)))
+        self.gate = check_choice(self.unit_name, "gate", gate, ("input", "independent"))
+        self.eps = check_positive(self.unit_name, "eps", eps)
         if not self.tied:
             self.W_hat_mul = self._parameter(out_features, in_features)
             self.M_hat_mul = self._parameter(out_features, in_features)
@@ -110,12 +115,25 @@ class NALU(_NACWeights):
 
     @property
     def weight_mul(self) -> Tensor:
-        return self.weight if self.tied else F.nac_weight(self.W_hat_mul, self.M_hat_mul)
+        return self.weight if self.tied else F.nac_weight(self.W_hat_mul, self.M_hat_mul, self.log_base)
 
     def _forward(self, x: Tensor) -> Tensor:
-        if self.gate == "input":
-            g = torch.sigmoid(F.linear(x, self.G))  # (*S, B, out)
-        else:
-            g = torch.sigmoid(self.g_hat)  # (*S, 1, out)
+        logit = F.linear(x, self.G) if self.gate == "input" else self.g_hat  # (*S, B, out) or (*S, 1, out)
+        g = torch.sigmoid(logit * self.log_base if self.log_base != 1.0 else logit)
         w = self.weight
         return F.nalu(x, w, w if self.tied else self.weight_mul, g, self.eps)
+
+
+@register_unit("gnalu")
+class GNALU(NALU):
+    """Golden-ratio NALU, G-NALU (Rana et al. 2019; run in the Primer of Mistry, Farrahi & Hare 2022):
+    the NALU with the golden ratio φ = (1 + √5) / 2 in place of e as the base of its exponentials.
+
+    As in the Primer's code (nalm-benchmark: ``--nac-weight --nalu-gate --nalu-mul golden-ratio``): weights
+    W = tanh_φ(Ŵ) ⊙ σ_φ(M̂) and gate g = σ_φ(x Gᵀ), where σ_φ(t) = 1 / (1 + φ^−t) = σ(t ln φ) and tanh_φ(t) =
+    tanh(t ln φ); multiplicative path m = φ^(log_φ(|x| + ε) Wᵀ), which equals the NALU's exp(log(|x| + ε) Wᵀ), so
+    it is computed as such. The change of base therefore only flattens the weight and gate nonlinearities by
+    ln φ ≈ 0.481. Options and limits as for ``nalu``.
+    """
+
+    log_base = math.log((1 + math.sqrt(5)) / 2)
