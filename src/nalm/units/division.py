@@ -54,7 +54,7 @@ class NMRU(ArithmeticUnit):
     mode (the authors'). Init W ~ U[0.25, 0.75] and the NMU's regulariser R = mean(min(W, 1 − W)).
     ``sign_retrieval`` (the authors' "NMRU with sign retrieval"): the NMU sees |x̃| and the sign is restored as
     cos(π k Wᵀ), k_i = 1 where x̃_i < 0, as in the RealNPU. Divides and multiplies, negative inputs included;
-    x = 0 gives an infinite reciprocal.
+    in eval mode an input of 0 makes its reciprocal infinite and the output undefined (NaN), as in their code.
     """
 
     options = ("sign_retrieval",)
