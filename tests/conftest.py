@@ -16,6 +16,7 @@ _EXTRA_VARIANTS = [
     ("nmru", {"sign_retrieval": True}),
     ("mcfc", {"mode": "mul"}),
     ("inalu", {"init": "glorot", "reg_reduction": "mean"}),
+    ("inalu", {"reinit": True}),
 ]
 VARIANTS = [(name, {}) for name in nalm.list_units()] + [v for v in _EXTRA_VARIANTS if v[0] in nalm.list_units()]
 

@@ -286,6 +286,65 @@ def test_inalu_authors_regulariser():
         unit("inalu", 2, 1, init="xavier")
 
 
+def test_inalu_reinitialises_stalled_seeds_only():
+    """The authors' rule, per seed: a flat loss above 1 restarts the seed; a falling one or one below 1 does not."""
+    u = nalm.get_unit("inalu", 2, 1, num_seeds=3, dtype=F64, reinit=True)
+    u.reset_parameters([torch.Generator().manual_seed(10 + i) for i in range(3)])
+    single = u.seed_module(0)
+    before = {k: v.clone() for k, v in u.state_dict().items()}
+
+    def losses(step):
+        return t([5.0, 1e4 / step, 0.5])
+
+    for step in range(1, 10_001):  # 10,000 losses: not yet more than 10,000
+        u.observe_loss(losses(step))
+        single.observe_loss(losses(step)[:1].reshape(()))
+    assert all(torch.equal(v, u.state_dict()[k]) for k, v in before.items())
+    for step in range(10_001, 10_011):  # the next check (10,010 losses) fires for seed 0 only
+        u.observe_loss(losses(step))
+        single.observe_loss(losses(step)[:1].reshape(()))
+    assert u.reinit_count.tolist() == [1, 0, 0]
+    for name, p in u.named_parameters():
+        assert not torch.equal(p[0], before[name][0]), name
+        assert torch.equal(p[1:], before[name][1:]), name
+        assert torch.equal(getattr(single, name), p[0]), name  # the single copy restarts exactly as seed 0
+    assert u.W_hat_add[0].mean().item() == pytest.approx(0.88, abs=0.5)  # drawn by the authors' rule again
+
+
+def test_trainer_feeds_observers_and_clips_by_value():
+    from nalm.engine.train import Hooks, TrainConfig, training_step
+
+    class Observed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(t([[[3.0]], [[-2.0]]]))  # (S = 2, 1, 1)
+            self.seen = []
+
+        def forward(self, x):
+            return x * self.w
+
+        def regularization_loss(self):
+            return t([100.0, 100.0])
+
+        def observe_loss(self, loss):
+            self.seen.append(loss)
+
+    model = Observed()
+    model.unit_name = "observed"
+    hooks = Hooks.of(model, {"observed": {"scale": 1.0, "start": 0, "end": 0}})
+    assert hooks.observers == [model]
+    x, y = t([[[1.0]], [[1.0]]]), t([[[0.0]], [[0.0]]])
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    loss = training_step(model, opt, x, y, 1, hooks, torch.ones(2, dtype=torch.bool), grad_clip_value=0.1)
+    torch.testing.assert_close(loss, t([109.0, 104.0]))  # the step's loss includes the regulariser...
+    torch.testing.assert_close(model.seen[0], t([9.0, 4.0]))  # ...the observers see the task loss alone
+    torch.testing.assert_close(model.w.detach().flatten(), t([2.9, -1.9]))  # gradients ±6, ∓4 clipped to ±0.1
+    assert TrainConfig().stored() == TrainConfig(grad_clip_value=None).stored()  # stored keys unchanged
+    assert TrainConfig(grad_clip_value=0.1).stored()["grad_clip_value"] == 0.1
+    with pytest.raises(nalm.ConfigError, match="grad_clip_value"):
+        TrainConfig(grad_clip_value=0.0)
+
+
 def test_nalm_units_lists_the_new_units_with_their_options(capsys):
     from nalm.cli import main
 
