@@ -76,6 +76,23 @@ def test_forward_backward_in_ne_out(variant):
         assert p.grad.abs().sum() > 0, f"{pname} receives no gradient"
 
 
+#: The nine interpolation ranges of the NALM Primer's single-module benchmark (Mistry, Farrahi & Hare 2022).
+PRIMER_RANGES = [(-20, -10), (-2, -1), (-1.2, -1.1), (-0.2, -0.1), (-2, 2), (0.1, 0.2), (1, 2), (1.1, 1.2), (10, 20)]
+
+
+@pytest.mark.parametrize("low, high", PRIMER_RANGES)
+def test_gradients_finite_on_the_primer_ranges(variant, low, high):
+    """A 2 → 1 unit at its initialisation, on a batch of each benchmark range: output and gradients finite."""
+    name, opts = variant
+    unit = make(name, opts, 2, 1, dtype=F64)
+    x = positive_inputs(64, 2, low=low, high=high, seed=3)
+    y = unit(x)
+    assert torch.isfinite(y).all()
+    (y - x.prod(-1, keepdim=True)).square().mean().backward()
+    for pname, p in unit.named_parameters():
+        assert torch.isfinite(p.grad).all(), pname
+
+
 def test_weight_shapes_follow_nn_linear(variant):
     """Weights are (out, in), never (in, out): a swapped layout only works when in == out."""
     name, opts = variant
