@@ -218,7 +218,7 @@ def snmu(x: Tensor, w: Tensor, noise: Tensor) -> Tensor:
 
 
 def mcfc(x: Tensor, r: Tensor, gate: Tensor) -> Tensor:
-    """Mass-conserving fully connected layer (Hoedt et al. 2021, "MC-LSTM", §2): y = o ⊙ (x Mᵀ).
+    """Mass-conserving fully connected layer (Hoedt et al. 2021, "MC-LSTM"): y = o ⊙ (x Mᵀ).
 
     M = softmax over the outputs of the logits ``r`` (*S, out, in): each input's mass is split over the outputs
     (every column of M sums to 1); o = σ(``gate``) (*S, 1, out) is the output gate, the share of the mass let out.

@@ -24,7 +24,7 @@ FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 
 @register_unit("nru")
 class NRU(NAU):
-    """Neural Reciprocal Unit (Mistry et al. 2021, §3): y_j = ∏_i (sign(x_i) |x_i|^W_ji |W_ji| + 1 − |W_ji|),
+    """Neural Reciprocal Unit (Mistry et al. 2021): y_j = ∏_i (sign(x_i) |x_i|^W_ji |W_ji| + 1 − |W_ji|),
     W clamped to [−1, 1].
 
     W_ji = 1 multiplies by x_i, −1 divides by it, 0 leaves it out. In training mode |W| is the authors' smooth
@@ -47,8 +47,9 @@ class NRU(NAU):
 
 @register_unit("nmru")
 class NMRU(ArithmeticUnit):
-    """Neural Multiplication-Reciprocal Unit (Mistry et al. 2021, §3): an NMU over the input and its reciprocal,
-    y_j = ∏_k (W_jk x̃_k + 1 − W_jk), x̃ = [x, 1 / (x + ε)], W = [W_x | W_r] (out, 2·in) clamped to [0, 1].
+    """Neural Multiplication-Reciprocal Unit (Mistry et al. 2021): an NMU over [x, 1 / (x + ε)], W ∈ [0, 1].
+
+    y_j = ∏_k (W_jk x̃_k + 1 − W_jk), x̃ = [x, 1 / (x + ε)], W = [W_x | W_r] (out, 2·in) clamped to [0, 1];
 
     W_x and W_r are held as two (out, in) parameters. ε = float32's machine epsilon in training mode, 0 in eval
     mode (the authors'). Init W ~ U[0.25, 0.75] and the NMU's regulariser R = mean(min(W, 1 − W)).

@@ -14,7 +14,7 @@ from .base import ArithmeticUnit, Generators, check_choice, check_positive
 
 @register_unit("mcfc")
 class MCFC(ArithmeticUnit):
-    """Mass-conserving fully connected layer (Hoedt et al. 2021, §2 and App. B.1.1): y = o ⊙ (x Mᵀ).
+    """Mass-conserving fully connected layer (Hoedt et al. 2021): y = o ⊙ (x Mᵀ), M = softmax(R) over the outputs.
 
     M = softmax over the outputs of the logits R (out, in): the mass of each input is split over the outputs
     (each column of M sums to 1), so the layer adds and never subtracts; o = σ(w_o + b_o) (1, out) is the output

@@ -16,10 +16,12 @@ from .madsen import NMU
 
 @register_unit("snmu")
 class SNMU(NMU):
-    """Stochastic NMU (Mistry et al. 2022, §3): in training mode y = NMU_W(x ⊙ n) / NMU_W(n) with fresh noise
-    n ~ U[``noise_low``, ``noise_high``] (default U[1, 5], the paper's) for every input of every row; in eval mode
-    the plain NMU y_j = ∏_i (W_ji x_i + 1 − W_ji). For W ∈ {0, 1} the noise cancels exactly, so the noise only
-    perturbs the non-discrete solutions. W clamped to [0, 1], init U[0.25, 0.75], the NMU's regulariser.
+    """Stochastic NMU (Mistry et al. 2022): y = NMU_W(x ⊙ n) / NMU_W(n), n ~ U[1, 5], in training mode only.
+
+    Fresh noise n ~ U[``noise_low``, ``noise_high``] (default U[1, 5], the paper's) for every input of every row;
+    in eval mode the plain NMU y_j = ∏_i (W_ji x_i + 1 − W_ji). For W ∈ {0, 1} the noise cancels exactly, so it
+    only perturbs the non-discrete solutions. W clamped to [0, 1], init U[0.25, 0.75], the NMU's regulariser
+    (the authors' code: github.com/bmistry4/nalm-robust-nmu, ``layer/re_regualized_linear_mnac.py``).
 
     The noise is drawn per seed, never from the global RNG: ``reset_parameters(generator)`` draws one 63-bit
     ``noise_key`` per seed from that seed's generator, and the noise of step t is the counter-based SplitMix64
