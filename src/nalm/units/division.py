@@ -4,7 +4,11 @@ What is taken from where: the equations from the paper; the smooth |W| ≈ tanh(
 the NMRU's ε (float32 machine epsilon, training only), the initialisations and the regularisers from the
 authors' code (github.com/bmistry4/nalm-robust-nmu, ``stable_nalu/functional/mnac.py`` mode "div",
 ``layer/reciprocal_nmu.py``, ``layer/concat_reciprocal_nmu*.py``; regulariser shape "linear", their default).
-Gradient clipping is the trainer's (``TrainConfig.grad_clip``), not the unit's.
+Training aids are the trainer's. The paper's runs (github.com/bmistry4/nalm-division,
+``lfs_batch_jobs/single_layer_task/neurips_2021/sltr-in2.sh`` and ``sltr-in10.sh``): the NMRU with sign retrieval,
+Adam lr 10⁻², gradient norm clipped to 1 (``TrainConfig(grad_clip=1.0)``, per seed); the NRU without clipping,
+lr 1 (two inputs) or 10⁻³ (ten); both with their regulariser at λ 10 ramped over 20,000–35,000 of 50,000 steps
+(two inputs) or 50,000–75,000 of 100,000 (ten).
 """
 
 from __future__ import annotations
