@@ -380,6 +380,16 @@ def test_unit_options_defaults():
     ("npu", {"eps": 0}),
     ("realnpu", {"eps": "small"}),
     ("linear", {"bias": "no"}),
+    ("gnalu", {"gate": "foo"}),
+    ("nru", {"sharpness": 0}),
+    ("nmru", {"sign_retrieval": "yes"}),
+    ("snmu", {"noise_low": -1.0}),
+    ("snmu", {"noise_high": math.inf}),
+    ("mcfc", {"mode": "sub"}),
+    ("mcfc", {"eps": 0}),
+    ("inalu", {"init": "xavier"}),
+    ("inalu", {"reg_reduction": "max"}),
+    ("inalu", {"reinit": "yes"}),
 ])
 def test_bad_option_values(name, opts):
     with pytest.raises(nalm.ConfigError) as e:
