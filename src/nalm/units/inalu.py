@@ -73,20 +73,25 @@ class INALU(ArithmeticUnit):
             self.reinit_count.zero_()
         self._history = None
 
-    def _draw(self, generator: Generators) -> None:
-        """Draw Ŵ, M̂ (both paths) and ĝ by the ``init`` rule."""
+    def _draw(self, generator: Generators, into: list[Tensor] | None = None) -> None:
+        """Draw Ŵ_a, M̂_a, Ŵ_m, M̂_m and ĝ by the ``init`` rule, into the parameters or into ``into`` (same shapes)."""
+        w_a, m_a, w_m, m_m, g = into if into is not None else self._raw()
+
         def normal(p, mean, std):
-            self._init(p, lambda t, g: t.normal_(mean, std, generator=g), generator)
+            self._init(p, lambda t, gen: t.normal_(mean, std, generator=gen), generator)
 
         if self.init == "authors":
-            for p, kind in ((self.W_hat_add, "W"), (self.M_hat_add, "M"), (self.W_hat_mul, "W"),
-                            (self.M_hat_mul, "M"), (self.g_hat, "g")):
+            for p, kind in ((w_a, "W"), (m_a, "M"), (w_m, "W"), (m_m, "M"), (g, "g")):
                 normal(p, *self.AUTHORS_INIT[kind])
             return
         std = math.sqrt(2.0 / (self.in_features + self.out_features))
-        for p in (self.W_hat_add, self.M_hat_add, self.W_hat_mul, self.M_hat_mul):
+        for p in (w_a, m_a, w_m, m_m):
             normal(p, 0.0, std)
-        self._init(self.g_hat, lambda t, g: t.zero_(), generator)
+        self._init(g, lambda t, gen: t.zero_(), generator)
+
+    def _raw(self) -> list[Tensor]:
+        """The raw parameters Ŵ_a, M̂_a, Ŵ_m, M̂_m, ĝ."""
+        return [self.W_hat_add, self.M_hat_add, self.W_hat_mul, self.M_hat_mul, self.g_hat]
 
     @property
     def weight_add(self) -> Tensor:
@@ -98,8 +103,7 @@ class INALU(ArithmeticUnit):
 
     def regularization_loss(self) -> Tensor:
         """Σ_p mean(max(t − |p|, 0)) / t over the raw parameters (÷ 5 with ``reg_reduction="mean"``); (*S,)."""
-        params = [self.W_hat_add, self.M_hat_add, self.W_hat_mul, self.M_hat_mul, self.g_hat]
-        return F.inalu_sparsity(params, self.reg_threshold, self.reg_reduction)
+        return F.inalu_sparsity(self._raw(), self.reg_threshold, self.reg_reduction)
 
     def _forward(self, x: Tensor) -> Tensor:
         g = torch.sigmoid(self.g_hat)  # (*S, 1, out)
@@ -116,19 +120,20 @@ class INALU(ArithmeticUnit):
             self._reinitialise(stalled)
 
     def _reinitialise(self, seeds: np.ndarray) -> None:
-        """Fresh parameters for ``seeds`` (flat indices), each drawn from its own (key, count) stream."""
+        """Fresh parameters for ``seeds`` (flat indices), each drawn on the CPU from its own (key, count) stream."""
         count = self.reinit_count.reshape(-1)
-        count[seeds] += 1
+        count[torch.from_numpy(seeds).to(count.device)] += 1
         words = F.splitmix_uniform(self.reinit_key, self.reinit_count, (1,), 0.0, 2.0**53).reshape(-1)
         gens = [torch.Generator().manual_seed(int(w)) for w in words.tolist()]
-        before = {k: p.detach().clone() for k, p in self.named_parameters()}
-        self._draw(gens if self.num_seeds is not None else gens[0])
-        keep = torch.ones(len(gens), dtype=torch.bool)
-        keep[torch.from_numpy(seeds)] = False
+        fresh = [torch.empty(p.shape, dtype=p.dtype) for p in self._raw()]
+        self._draw(gens if self.num_seeds is not None else gens[0], fresh)
+        rows = torch.from_numpy(seeds)
         with torch.no_grad():
-            for k, p in self.named_parameters():
-                if self.num_seeds is not None:
-                    p[keep] = before[k][keep]
+            for p, q in zip(self._raw(), fresh):
+                if self.num_seeds is None:
+                    p.copy_(q)
+                else:
+                    p[rows.to(p.device)] = q[rows].to(p.device)
 
 
 class _LossHistory:
