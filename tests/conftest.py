@@ -11,7 +11,13 @@ import nalm
 _EXTRA_VARIANTS = [
     ("nalu", {"tied": False}),
     ("nalu", {"gate": "independent"}),
+    ("nalu", {"gate": "fixed", "gate_value": 0.9}),
     ("linear", {"bias": True}),
+    ("gnalu", {"gate": "independent"}),
+    ("nmru", {"sign_retrieval": True}),
+    ("mcfc", {"mode": "mul"}),
+    ("inalu", {"init": "glorot", "reg_reduction": "mean"}),
+    ("inalu", {"reinit": True}),
 ]
 VARIANTS = [(name, {}) for name in nalm.list_units()] + [v for v in _EXTRA_VARIANTS if v[0] in nalm.list_units()]
 

@@ -120,6 +120,43 @@ def test_gradcheck_inalu_sparsity():
     check(lambda a, b: F.inalu_sparsity([a, b], 2.0), p1, p2)
 
 
+@pytest.mark.parametrize("sharpness", [None, 3.0])
+@pytest.mark.parametrize("seed_shape", [(), (2,)])
+def test_gradcheck_nru(sharpness, seed_shape):
+    x = uniform(*seed_shape, 4, 3, low=0.5, high=2, signed=True, seed=1)
+    w = uniform(*seed_shape, 2, 3, low=0.1, high=0.9, signed=True, seed=2)  # |W| away from 0, where abs has a kink
+    check(lambda x, w: F.nru(x, w, sharpness), x, w)
+
+
+@pytest.mark.parametrize("sign_retrieval", [False, True])
+def test_gradcheck_nmru(sign_retrieval):
+    x = uniform(4, 3, low=0.5, high=2, signed=True, seed=1)
+    w = uniform(2, 6, low=0.05, high=0.95, seed=2)
+    check(lambda x, w: F.nmru(x, w, 1e-7, sign_retrieval), x, w)
+
+
+def test_gradcheck_snmu():
+    x = uniform(4, 3, low=-2, high=2, seed=1)
+    w = uniform(2, 3, low=0.05, high=0.95, seed=2)
+    noise = uniform(4, 3, low=1, high=5, seed=3)
+    check(F.snmu, x, w, noise)
+
+
+def test_gradcheck_mcfc():
+    x = uniform(4, 3, low=-2, high=2, seed=1)
+    r = uniform(2, 3, low=-1, high=1, seed=2)
+    gate = uniform(1, 2, low=-1, high=1, seed=3)
+    check(F.mcfc, x, r, gate)
+    bias = uniform(1, 2, low=-0.5, high=0.5, seed=4)
+    xs = uniform(4, 3, low=0.5, high=2, signed=True, seed=5)
+    check(lambda x, r, g, b: F.mcfc_mul(x, r, g, b, 1e-7), xs, r, gate, bias)
+
+
+def test_gradcheck_golden_nac_weight():
+    check(lambda w, m: F.nac_weight(w, m, math.log((1 + math.sqrt(5)) / 2)), uniform(2, 3, low=-2, high=2, seed=1),
+          uniform(2, 3, low=-2, high=2, seed=2))
+
+
 # -- known values ----------------------------------------------------------------------------------------------------
 def test_nac_weight_values():
     w_hat = torch.tensor([[40.0, -40.0, 0.0, 0.3]], dtype=F64)
@@ -178,7 +215,9 @@ def test_regularisers_values():
     w01 = torch.tensor([[0.0, 1.0, 0.5, 0.2]], dtype=F64)
     assert F.nmu_sparsity(w01).item() == pytest.approx(0.7 / 4, rel=1e-14)
     params = [torch.tensor([[0.0, 20.0, -30.0, 10.0]], dtype=F64), torch.tensor([[-5.0, 25.0]], dtype=F64)]
-    assert F.inalu_sparsity(params, 20.0).item() == pytest.approx(((1 + 0 + 0 + 0.5) / 4 + (0.75 + 0) / 2) / 2)
+    # the authors' sum over the parameters, and nalm's earlier mean over them
+    assert F.inalu_sparsity(params, 20.0).item() == pytest.approx((1 + 0 + 0 + 0.5) / 4 + (0.75 + 0) / 2)
+    assert F.inalu_sparsity(params, 20.0, "mean").item() == pytest.approx(((1 + 0 + 0 + 0.5) / 4 + 0.75 / 2) / 2)
     assert F.sparsity_error(w).item() == pytest.approx(0.5)
     assert F.sparsity_error(torch.tensor([[1.0, -1.0, 0.0]], dtype=F64)).item() == 0.0
     stacked = torch.stack([w, -w, w * 0])
@@ -188,7 +227,8 @@ def test_regularisers_values():
 
 
 # -- the seed axis: S stacked models equal S separate calls ---------------------------------------------------------
-@pytest.mark.parametrize("core", ["linear", "nac_mul", "nalu", "nmu", "inalu", "npu"])
+@pytest.mark.parametrize("core", ["linear", "nac_mul", "nalu", "nmu", "inalu", "npu", "nru", "nmru", "snmu", "mcfc",
+                                  "mcfc_mul"])
 def test_cores_broadcast_over_seeds(core):
     S = 3
     x = uniform(S, 5, 4, low=0.5, high=2, signed=True, seed=1).detach()
@@ -203,6 +243,11 @@ def test_cores_broadcast_over_seeds(core):
         "nmu": lambda i: F.nmu(x[i], w[i]),
         "inalu": lambda i: F.inalu(x[i], w[i], w2[i], g[i], 1e-7, 20.0),
         "npu": lambda i: F.npu(x[i], w[i], w2[i], gate[i], 1e-7),
+        "nru": lambda i: F.nru(x[i], w2[i], 3.0),
+        "nmru": lambda i: F.nmru(x[i], torch.cat([w[i], w[i].flip(-1)], -1), 1e-7, True),
+        "snmu": lambda i: F.snmu(x[i], w[i], x[i].abs() + 1),
+        "mcfc": lambda i: F.mcfc(x[i], w2[i], g[i]),
+        "mcfc_mul": lambda i: F.mcfc_mul(x[i], w2[i], g[i], g[i], 1e-7),
     }
     stacked = fns[core](slice(None))
     assert stacked.shape == (S, 5, 2)

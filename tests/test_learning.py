@@ -145,3 +145,12 @@ def test_inalu_multiplies():
     unit = train("inalu", "mul", steps=500, lr=1.0)
     err = extrapolation_error(unit, "mul")
     assert (err < 2e-2).all(), err
+
+
+@pytest.mark.parametrize("name, op", [("nru", "div"), ("nmru", "div"), ("snmu", "mul")])
+def test_division_units_and_the_snmu(name, op):
+    """The NRU and NMRU learn a / b, the sNMU (noise on while training) a × b; checked in eval mode, where the
+    NRU's |W| is exact, the NMRU's reciprocal has no ε and the sNMU no noise."""
+    unit = train(name, op, steps=300, lr=0.1).eval()
+    err = extrapolation_error(unit, op)
+    assert (err < 1e-5).all(), err

@@ -76,6 +76,23 @@ def test_forward_backward_in_ne_out(variant):
         assert p.grad.abs().sum() > 0, f"{pname} receives no gradient"
 
 
+#: The nine interpolation ranges of the NALM Primer's single-module benchmark (Mistry, Farrahi & Hare 2022).
+PRIMER_RANGES = [(-20, -10), (-2, -1), (-1.2, -1.1), (-0.2, -0.1), (-2, 2), (0.1, 0.2), (1, 2), (1.1, 1.2), (10, 20)]
+
+
+@pytest.mark.parametrize("low, high", PRIMER_RANGES)
+def test_gradients_finite_on_the_primer_ranges(variant, low, high):
+    """A 2 → 1 unit at its initialisation, on a batch of each benchmark range: output and gradients finite."""
+    name, opts = variant
+    unit = make(name, opts, 2, 1, dtype=F64)
+    x = positive_inputs(64, 2, low=low, high=high, seed=3)
+    y = unit(x)
+    assert torch.isfinite(y).all()
+    (y - x.prod(-1, keepdim=True)).square().mean().backward()
+    for pname, p in unit.named_parameters():
+        assert torch.isfinite(p.grad).all(), pname
+
+
 def test_weight_shapes_follow_nn_linear(variant):
     """Weights are (out, in), never (in, out): a swapped layout only works when in == out."""
     name, opts = variant
@@ -237,7 +254,7 @@ def test_stacked_regularization_loss(variant):
             p.copy_(positive_inputs(*p.shape, low=0.05, high=0.95, seed=3))
     reg = stacked.regularization_loss()
     assert reg.shape == (S,)
-    assert torch.isfinite(reg).all() and (reg > 0).all()
+    assert torch.isfinite(reg).all() and (reg != 0).all()  # != 0, not > 0: the MCFC's is negative by definition
     for i in range(S):
         ri = stacked.seed_module(i).regularization_loss()
         assert ri.shape == ()
@@ -346,7 +363,7 @@ def test_options_are_complete(name):
 
 
 def test_unit_options_defaults():
-    assert nalm.unit_options("nalu") == {"tied": True, "gate": "input", "eps": 1e-7}
+    assert nalm.unit_options("nalu") == {"tied": True, "gate": "input", "eps": 1e-7, "gate_value": 1.0}
     assert nalm.unit_options("nmu") == {}
 
 
@@ -363,6 +380,16 @@ def test_unit_options_defaults():
     ("npu", {"eps": 0}),
     ("realnpu", {"eps": "small"}),
     ("linear", {"bias": "no"}),
+    ("gnalu", {"gate": "foo"}),
+    ("nru", {"sharpness": 0}),
+    ("nmru", {"sign_retrieval": "yes"}),
+    ("snmu", {"noise_low": -1.0}),
+    ("snmu", {"noise_high": math.inf}),
+    ("mcfc", {"mode": "sub"}),
+    ("mcfc", {"eps": 0}),
+    ("inalu", {"init": "xavier"}),
+    ("inalu", {"reg_reduction": "max"}),
+    ("inalu", {"reinit": "yes"}),
 ])
 def test_bad_option_values(name, opts):
     with pytest.raises(nalm.ConfigError) as e:

@@ -23,6 +23,12 @@ __all__ = [
     "nmu",
     "inalu",
     "npu",
+    "nru",
+    "nmru",
+    "snmu",
+    "mcfc",
+    "mcfc_mul",
+    "splitmix_uniform",
     "nau_sparsity",
     "nmu_sparsity",
     "inalu_sparsity",
@@ -30,8 +36,14 @@ __all__ = [
 ]
 
 
-def nac_weight(w_hat: Tensor, m_hat: Tensor) -> Tensor:
-    """NAC weight W = tanh(Ŵ) ⊙ σ(M̂) (Trask et al. 2018, eq. 1): biased towards {-1, 0, 1}."""
+def nac_weight(w_hat: Tensor, m_hat: Tensor, log_base: float = 1.0) -> Tensor:
+    """NAC weight W = tanh(Ŵ) ⊙ σ(M̂) (Trask et al. 2018, eq. 1): biased towards {-1, 0, 1}.
+
+    With ``log_base`` = ln b the tanh and σ are taken to base b instead of e: σ_b(t) = 1 / (1 + b^−t) = σ(t ln b),
+    tanh_b(t) = tanh(t ln b) (the golden-ratio NALU's weights, b = φ).
+    """
+    if log_base != 1.0:
+        w_hat, m_hat = w_hat * log_base, m_hat * log_base
     return torch.tanh(w_hat) * torch.sigmoid(m_hat)
 
 
@@ -166,6 +178,83 @@ def npu(x: Tensor, w_real: Tensor, w_imag: Tensor | None, gate: Tensor, eps: flo
     return torch.exp(magnitude) * torch.cos(phase)
 
 
+def nru(x: Tensor, w: Tensor, sharpness: float | None = None) -> Tensor:
+    """Neural Reciprocal Unit (Mistry, Farrahi & Hare 2021, "Learning Division with Neural Arithmetic Logic Modules"):
+    y_j = ∏_i (sign(x_i) |x_i|^W_ji · A_ji + 1 − A_ji), with A = |W|.
+
+    (*S, B, in), (*S, out, in) -> (*S, B, out). W_ji = 1 selects x_i, −1 its reciprocal, 0 the neutral factor 1.
+    With ``sharpness`` k the authors' smooth |W| ≈ tanh(k W)² replaces |W| (they train with k = 1000), so that
+    the gradient at W = 0 is defined.
+    """
+    a = torch.tanh(sharpness * w).square() if sharpness else w.abs()
+    a, w, x = a.unsqueeze(-3), w.unsqueeze(-3), x.unsqueeze(-2)  # (*S, 1, out, in) and (*S, B, 1, in)
+    factors = torch.sign(x) * x.abs().pow(w) * a + 1 - a  # (*S, B, out, in)
+    # A product of the in slices, not torch.prod: prod's backward takes another path for the whole tensor as soon
+    # as one factor anywhere is 0 (0^W = 0 or ∞^−W = 0 here), which would change other seeds' gradients by an ulp.
+    return math.prod(factors.unbind(dim=-1))
+
+
+def nmru(x: Tensor, w: Tensor, eps: float = 0.0, sign_retrieval: bool = False) -> Tensor:
+    """Neural Multiplication-Reciprocal Unit (Mistry et al. 2021): an NMU over [x, 1 / (x + ε)].
+
+    (*S, B, in), (*S, out, 2·in) -> (*S, B, out); W_j = [1, 0 | 0, 1] gives x_1 / x_2. With ``sign_retrieval``
+    the NMU sees the magnitudes |[x, 1/(x + ε)]| and the sign comes back as cos(π k Wᵀ), k = [x < 0] (the RealNPU's
+    sign, the authors' "NMRU with sign retrieval").
+    """
+    x = torch.cat([x, (x + eps).reciprocal()], dim=-1)  # (*S, B, 2·in)
+    if not sign_retrieval:
+        return nmu(x, w)
+    k = math.pi * (x < 0).to(x.dtype)
+    return nmu(x.abs(), w) * torch.cos(linear(k, w))
+
+
+def snmu(x: Tensor, w: Tensor, noise: Tensor) -> Tensor:
+    """Stochastic NMU (Mistry, Farrahi & Hare 2022, arXiv 2211.05624): y = NMU_W(x ⊙ n) / NMU_W(n).
+
+    ``noise`` n has x's shape (*S, B, in) and is positive: every factor W n + 1 − W of the divisor is then ≥ 1
+    (W ∈ [0, 1], n ≥ 1), and for W ∈ {0, 1} the noise cancels exactly.
+    """
+    return nmu(x * noise, w) / nmu(noise, w)
+
+
+def mcfc(x: Tensor, r: Tensor, gate: Tensor) -> Tensor:
+    """Mass-conserving fully connected layer (Hoedt et al. 2021, "MC-LSTM"): y = o ⊙ (x Mᵀ).
+
+    M = softmax over the outputs of the logits ``r`` (*S, out, in): each input's mass is split over the outputs
+    (every column of M sums to 1); o = σ(``gate``) (*S, 1, out) is the output gate, the share of the mass let out.
+    """
+    return torch.sigmoid(gate) * linear(x, torch.softmax(r, dim=-2))
+
+
+def mcfc_mul(x: Tensor, r: Tensor, gate: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """The MCFC in log space (Hoedt et al. 2021's multiplicative form as run by Mistry et al.):
+    y = exp(mcfc(log(|x| + ε)) + b). Drops the sign of x, as the NAC• does."""
+    return torch.exp(mcfc(log_magnitude(x, eps), r, gate) + bias)
+
+
+_GOLDEN64 = np.uint64(0x9E3779B97F4A7C15)
+
+
+def splitmix_uniform(keys: Tensor, counters: Tensor, shape: tuple[int, ...], low: float, high: float) -> Tensor:
+    """Counter-based U[low, high) noise, one independent stream per seed: (*S,) int64 keys and counters ->
+    (*S, *shape) float64 on the CPU.
+
+    Element e of draw c of seed s is the SplitMix64 output (Steele, Lea & Flood 2014) of state key_s + (c·2³² + e)·γ,
+    so a draw depends only on that seed's key and counter (no generator state to carry, checkpoint or share)
+    and all seeds are drawn in one vectorised pass.
+    """
+    n = math.prod(shape)
+    k = keys.detach().cpu().numpy().astype(np.uint64)[..., None]
+    c = counters.detach().cpu().numpy().astype(np.uint64)[..., None]
+    with np.errstate(over="ignore"):  # the arithmetic is modulo 2⁶⁴ by design
+        z = k + ((c << np.uint64(32)) + np.arange(n, dtype=np.uint64)) * _GOLDEN64
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    u = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53  # [0, 1) with 53 bits
+    return torch.from_numpy(low + (high - low) * u).reshape(tuple(keys.shape) + tuple(shape))
+
+
 def _mean_last2(t: Tensor) -> Tensor:
     return t.mean(dim=(-2, -1))
 
@@ -181,13 +270,16 @@ def nmu_sparsity(w: Tensor) -> Tensor:
     return _mean_last2(torch.minimum(w, 1 - w))
 
 
-def inalu_sparsity(params: list[Tensor], threshold: float) -> Tensor:
-    """iNALU regulariser (Schlör et al. 2020, eq. 11): mean(max(t − |p|, 0) / t) over its raw parameters.
+def inalu_sparsity(params: list[Tensor], threshold: float, reduction: str = "sum") -> Tensor:
+    """iNALU regulariser (Schlör et al. 2020, eq. 11): Σ_p mean(max(t − |p|, 0)) / t over its raw parameters
+    (their code: 0.05 · Σ_p mean(max(20 − |p|, 0)), t = 20); ``reduction="mean"`` divides by the number of
+    parameters as well.
 
     It pushes Ŵ, M̂ and the gate away from 0, where tanh and σ are least decisive. Every parameter has at least
     two trailing dimensions (the gate is stored as (*S, 1, out)).
     """
-    return sum(_mean_last2((threshold - p.abs()).clamp_min(0) / threshold) for p in params) / len(params)
+    total = sum(_mean_last2((threshold - p.abs()).clamp_min(0) / threshold) for p in params)
+    return total / len(params) if reduction == "mean" else total
 
 
 def sparsity_error(w: Tensor) -> Tensor:

@@ -84,13 +84,15 @@ class TrainConfig:
     optimizer: str = "adam"
     #: Clip each seed's gradient to this global norm (computed per seed, never across seeds); None: no clipping.
     grad_clip: float | None = None
+    #: Clip every gradient element to [−v, v] (the iNALU authors' 0.1); None: no clipping.
+    grad_clip_value: float | None = None
     #: From this fraction of the iterations on, every learning rate follows a cosine down to 1/1000 of itself at the
     #: last step (``lr_scale``); None: constant learning rates.
     lr_decay: float | None = None
 
     #: Fields left out of a stored configuration while at their default (None), so that runs stored before the field
     #: existed keep their keys.
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("lr_decay",)
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("lr_decay", "grad_clip_value")
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "eval_every", "seeds"):
@@ -106,6 +108,9 @@ class TrainConfig:
         if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float))
                                                and 0 < self.grad_clip < math.inf):
             raise ConfigError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
+        if self.grad_clip_value is not None and not (isinstance(self.grad_clip_value, (int, float))
+                                                     and 0 < self.grad_clip_value < math.inf):
+            raise ConfigError(f"grad_clip_value must be a positive number or None, got {self.grad_clip_value!r}")
         if self.lr_decay is not None and not (isinstance(self.lr_decay, (int, float)) and 0 <= self.lr_decay < 1):
             raise ConfigError(f"lr_decay must be a fraction in [0, 1) or None, got {self.lr_decay!r}")
         for unit, r in self.regularizers.items():
@@ -180,27 +185,32 @@ def clip_grad_norm_per_seed(parameters, max_norm: float, num_seeds: int) -> Tens
 
 @dataclass
 class Hooks:
-    """The training hooks a model's modules offer: regularisers with their schedules, and post-step constraints."""
+    """The training hooks a model's modules offer: regularisers with their schedules, post-step constraints, and
+    observers of each step's per-seed task loss (``observe_loss(loss)``, e.g. the iNALU's re-initialisation aid)."""
 
     regularized: list
     constrained: list
+    observers: list = field(default_factory=list)
 
     @classmethod
     def of(cls, model: nn.Module, regularizers: dict) -> "Hooks":
         regularized = [(m, Regularizer(**regularizers[m.unit_name])) for m in model.modules()
                        if hasattr(m, "regularization_loss") and getattr(m, "unit_name", None) in regularizers]
-        return cls(regularized, [m for m in model.modules() if hasattr(m, "post_step")])
+        return cls(regularized, [m for m in model.modules() if hasattr(m, "post_step")],
+                   [m for m in model.modules() if hasattr(m, "observe_loss")])
 
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, step: int, hooks: Hooks,
-                  alive: Tensor, loss_fn=per_seed_mse, grad_clip: float | None = None) -> Tensor:
+                  alive: Tensor, loss_fn=per_seed_mse, grad_clip: float | None = None,
+                  grad_clip_value: float | None = None) -> Tensor:
     """One step for all seeds: per-seed loss (task loss + λ(step)·R), one backward of their sum, per-seed gradient
-    clipping, the optimiser, constraints.
+    clipping (by norm, or elementwise to [−v, v]), the optimiser, constraints, loss observers.
 
     Seeds whose loss is not finite are cleared from ``alive`` (in place) and contribute nothing from then on.
     Returns the per-seed losses (S,).
     """
-    loss = loss_fn(model(x), y)
+    task_loss = loss_fn(model(x), y)
+    loss = task_loss
     for module, schedule in hooks.regularized:
         lam = schedule(step)
         if lam:
@@ -210,9 +220,13 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, step
     torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
     if grad_clip is not None:
         clip_grad_norm_per_seed(model.parameters(), grad_clip, alive.shape[0])
+    if grad_clip_value is not None:  # elementwise, so per seed by construction
+        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip_value)
     optimizer.step()
     for module in hooks.constrained:
         module.post_step()
+    for module in hooks.observers:
+        module.observe_loss(task_loss.detach())
     return loss.detach()
 
 
@@ -350,7 +364,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key:
             for group, rate in zip(optimizer.param_groups, base_rates):
                 group["lr"] = rate * config.lr_scale(step)
         training_step(model, optimizer, _to(x, device), _to(y, device), step, hooks, alive, task.loss,
-                      config.grad_clip)
+                      config.grad_clip, config.grad_clip_value)
         if step % config.eval_every == 0 or step == config.iterations:
             book.alive &= alive.cpu()
             evaluate_now(step)

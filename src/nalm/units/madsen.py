@@ -21,7 +21,11 @@ class _ClampedWeight(ArithmeticUnit):
     def __init__(self, in_features, out_features, *, num_seeds=None, device=None, dtype=None):
         super().__init__(in_features, out_features, num_seeds=num_seeds, device=device, dtype=dtype)
         self.weight = self._parameter(out_features, in_features)
+        self._add_state()
         self.reset_parameters()
+
+    def _add_state(self) -> None:
+        """Subclasses register further parameters or buffers here, before the first reset."""
 
     def post_step(self) -> None:
         """Clamp W into its range; call after every optimiser step."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -14,6 +16,9 @@ from .base import ArithmeticUnit, Generators, check_choice, check_positive
 
 class _NACWeights(ArithmeticUnit):
     """A unit whose weight is W = tanh(Ŵ) ⊙ σ(M̂), recomputed from Ŵ, M̂ on every forward (never cached)."""
+
+    #: ln b of the base b of tanh and σ (1: base e; the golden-ratio NALU sets ln φ).
+    log_base = 1.0
 
     def __init__(self, in_features, out_features, *, num_seeds=None, device=None, dtype=None):
         super().__init__(in_features, out_features, num_seeds=num_seeds, device=device, dtype=dtype)
@@ -28,7 +33,7 @@ class _NACWeights(ArithmeticUnit):
     @property
     def weight(self) -> Tensor:
         """The effective weight W = tanh(Ŵ) ⊙ σ(M̂), shape (*S, out, in)."""
-        return F.nac_weight(self.W_hat, self.M_hat)
+        return F.nac_weight(self.W_hat, self.M_hat, self.log_base)
 
 
 @register_unit("nac")
@@ -90,13 +95,14 @@ class NALU(_NACWeights):
                  device=None, dtype=None, tied: bool = True, gate: str = "input", eps: float = 1e-7,
                  gate_value: float = 1.0) -> None:
         super().__init__(in_features, out_features, num_seeds=num_seeds, device=device, dtype=dtype)
-        self.tied = bool(check_choice("nalu", "tied", tied, (True, False)))
-        self.gate = check_choice("nalu", "gate", gate, ("input", "independent", "fixed"))
-        self.eps = check_positive("nalu", "eps", eps)
+        self.tied = bool(check_choice(self.unit_name, "tied", tied, (True, False)))
+        self.gate = check_choice(self.unit_name, "gate", gate, ("input", "independent", "fixed"))
+        self.eps = check_positive(self.unit_name, "eps", eps)
         if not (isinstance(gate_value, (int, float)) and not isinstance(gate_value, bool) and 0 <= gate_value <= 1):
-            raise ConfigError(f"nalu: gate_value must be a number in [0, 1], got {gate_value!r}")
+            raise ConfigError(f"{self.unit_name}: gate_value must be a number in [0, 1], got {gate_value!r}")
         if gate != "fixed" and gate_value != 1.0:
-            raise ConfigError(f"nalu: gate_value={gate_value!r} needs gate='fixed' (the gate is learned otherwise)")
+            raise ConfigError(f"{self.unit_name}: gate_value={gate_value!r} needs gate='fixed' (the gate is learned "
+                              f"otherwise)")
         self.gate_value = float(gate_value)
         if not self.tied:
             self.W_hat_mul = self._parameter(out_features, in_features)
@@ -119,15 +125,14 @@ class NALU(_NACWeights):
 
     @property
     def weight_mul(self) -> Tensor:
-        return self.weight if self.tied else F.nac_weight(self.W_hat_mul, self.M_hat_mul)
+        return self.weight if self.tied else F.nac_weight(self.W_hat_mul, self.M_hat_mul, self.log_base)
 
     def _gate(self, x: Tensor) -> Tensor:
         """g after the sigmoid, broadcastable to the output (*S, B, out)."""
-        if self.gate == "input":
-            return torch.sigmoid(F.linear(x, self.G))
-        if self.gate == "independent":
-            return torch.sigmoid(self.g_hat)  # (*S, 1, out)
-        return torch.full((1, self.out_features), self.gate_value, dtype=x.dtype, device=x.device)
+        if self.gate == "fixed":
+            return torch.full((1, self.out_features), self.gate_value, dtype=x.dtype, device=x.device)
+        logit = F.linear(x, self.G) if self.gate == "input" else self.g_hat  # (*S, B, out) or (*S, 1, out)
+        return torch.sigmoid(logit * self.log_base if self.log_base != 1.0 else logit)
 
     def _forward(self, x: Tensor) -> Tensor:
         if self.gate == "fixed" and self.gate_value == 1.0:  # exactly the NAC (0 · m would be NaN where m is inf)
@@ -150,3 +155,18 @@ class NALU(_NACWeights):
                 "add_weight_abs_mean": w_add.abs().flatten(lead).mean(-1),
                 "mul_weight_abs_mean": w_mul.abs().flatten(lead).mean(-1),
                 "log_path_abs_max": log_path.abs().flatten(lead).amax(-1)}
+
+
+@register_unit("gnalu")
+class GNALU(NALU):
+    """Golden-ratio NALU, G-NALU (Rana et al. 2019; run in the Primer of Mistry, Farrahi & Hare 2022):
+    the NALU with the golden ratio φ = (1 + √5) / 2 in place of e as the base of its exponentials.
+
+    As in the Primer's code (nalm-benchmark: ``--nac-weight --nalu-gate --nalu-mul golden-ratio``): weights
+    W = tanh_φ(Ŵ) ⊙ σ_φ(M̂) and gate g = σ_φ(x Gᵀ), where σ_φ(t) = 1 / (1 + φ^−t) = σ(t ln φ) and tanh_φ(t) =
+    tanh(t ln φ); multiplicative path m = φ^(log_φ(|x| + ε) Wᵀ), which equals the NALU's exp(log(|x| + ε) Wᵀ), so
+    it is computed as such. The change of base therefore only flattens the weight and gate nonlinearities by
+    ln φ ≈ 0.481. Options and limits as for ``nalu``.
+    """
+
+    log_base = math.log((1 + math.sqrt(5)) / 2)

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from nalm.errors import ConfigError, ShapeError
 
-from . import get_unit, unit_class
+from . import get_unit
 
 
 class RecurrentCell(nn.Module):
@@ -35,7 +35,7 @@ class RecurrentCell(nn.Module):
         self.unit = get_unit(unit, input_size + hidden_size, hidden_size, num_seeds=num_seeds,
                              device=device, dtype=dtype, **options)
         if initial_state is None:
-            initial_state = 1.0 if unit_class(unit).multiplicative else 0.0
+            initial_state = 1.0 if self.unit.multiplicative else 0.0  # an option may decide it (mcfc)
         self.initial_state = float(initial_state)
 
     def reset_parameters(self, generator=None) -> None:

@@ -236,7 +236,7 @@ class Gridworld(Experiment):
     model_help = "the agent: a2c-lstm (baseline), a2c-nac (paper wiring), a2c-nac-counter (our NAC counter)"
     train_defaults = {"iterations": 3000, "batch_size": 64, "learning_rate": 3e-3, "eval_every": 50, "seeds": 3,
                       "grad_clip": 40.0, "regularizers": {}}
-    unsupported_train = ("lr_decay",)  # A2C / A3C keep their learning rate constant
+    unsupported_train = ("lr_decay", "grad_clip_value")  # A2C / A3C: constant learning rate, norm clipping only
     splits = ("train", "evaluation")
     png = True
     smoke = {"hidden_size": 8, "vision_size": 8, "n_steps": 4, "eval_episodes": 4, "eval_max_instruction": 13}

@@ -1,0 +1,106 @@
+"""The controlled run on the recurrent NALU cell's gate (experiments/arithmetic/gate_study.py): the frozen gate, the
+unit options that carry it, and the claim's verdict and *why* on hand-made stores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nalm import ConfigError, get_unit
+from nalm.engine import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, TrainConfig, get_experiment
+from nalm.engine.metrics import summarize
+from nalm.engine.store import Store, config_key
+from nalm.experiments.arithmetic import gate_study
+from nalm.nn.models import build_model, parse_options
+
+NALU_CLAIM = get_experiment("arithmetic-recurrent").claims[1]
+
+
+def test_a_nalu_with_its_gate_frozen_at_1_is_the_nac_seed_for_seed():
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
+    nac = build_model("nac-nac", 5, hidden_size=2, num_seeds=2, recurrent=True)
+    frozen = build_model("nalu-nalu", 5, hidden_size=2, num_seeds=2, recurrent=True,
+                         unit_options={"gate": "fixed", "gate_value": 1.0})
+    nac.reset_parameters(gens())
+    frozen.reset_parameters(gens())
+    x = torch.randn(1, 7, 30, 5)
+    assert torch.equal(nac(x), frozen(x))
+    half = get_unit("nalu", 2, 1, gate="fixed", gate_value=0.25)
+    with torch.no_grad():
+        half.W_hat.fill_(100.0)
+        half.M_hat.fill_(100.0)  # W = [1, 1]: a = x1 + x2, m = x1 · x2
+    assert half(torch.tensor([[2.0, 3.0]])).item() == pytest.approx(0.25 * 5 + 0.75 * 6, rel=1e-5)
+
+
+def test_unit_options_are_parsed_checked_and_kept_out_of_old_keys():
+    assert parse_options("gate=fixed,gate_value=0.99, eps=1,tied=false") == {
+        "gate": "fixed", "gate_value": 0.99, "eps": 1, "tied": False}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_options("gate")
+    with pytest.raises(ConfigError, match="gate_value"):
+        RunSpec("arithmetic-recurrent", "nalu-nalu", {"unit_options": "gate_value=0.5"})  # gate not fixed
+    with pytest.raises(ConfigError, match="has no option"):
+        RunSpec("arithmetic-recurrent", "nau-nau", {"unit_options": "gate=fixed"})
+    plain = RunSpec("arithmetic-recurrent", "nalu-nalu", {"operation": "add"}).resolved()
+    assert "unit_options" not in plain["task"]  # runs stored before the option existed keep their keys
+    study = RunSpec("arithmetic-recurrent", "nalu-nalu", {"unit_options": gate_study.options(0.99)})
+    assert study.resolved()["task"]["unit_options"] == "gate=fixed,gate_value=0.99"
+    assert study.name.endswith("/gate=fixed,gate_value=0.99")
+
+
+def _store(path, rates: dict, learned_gate: float = 0.5, seeds: int = 4):
+    """Recurrent NALU runs on every claimed operation (a + b with the learned gate at `rates[None]`), and the gate
+    study's runs at each frozen gate g with `rates[g]` of the seeds succeeding."""
+    train = TrainConfig(iterations=100, seeds=seeds)
+    with Store(path) as store:
+        for op in ("add", "sub", "mul", "squared", "root"):
+            for gate, rate in rates.items() if op == "add" else [(None, 0.0)]:
+                task = {"operation": op} | ({"unit_options": gate_study.options(gate)} if gate is not None else {})
+                if op == "root":
+                    task |= {"interpolation_range": "1,2", "extrapolation_range": "1,2"}
+                spec = RunSpec("arithmetic-recurrent", "nalu-nalu", task, train)
+                ok = round(rate * seeds)
+                records = [{"seed": s, "success": int(s < ok), "diverged": 0, "extrapolation_mse": 1.0,
+                            "extrapolation_mse_init": 1.0 if s >= ok else 1e6, "interpolation_mse": 0.0,
+                            "interpolation_mse_init": 1.0, gate_study.GATE_METRIC: learned_gate} for s in range(seeds)]
+                key = config_key(spec.resolved())
+                store.start_run(key, spec.experiment, spec.name, spec.resolved())
+                store.finish_run(key, records, summarize(records), 1.0)
+    return Store(path, readonly=True)
+
+
+def _verdict(store):
+    return NALU_CLAIM.verdict(ReportContext(store, store.runs(), None))
+
+
+def test_why_names_the_gate_when_success_falls_with_it(tmp_path):
+    store = _store(tmp_path / "s.sqlite", {None: 0.0, 1.0: 1.0, 0.999: 0.75, 0.99: 0.25, 0.9: 0.0}, 0.47)
+    v = _verdict(store)
+    assert v.answer == NOT_REPRODUCED
+    assert v.why.startswith("A gate short of 1 lets the multiplicative path into every step")
+    assert "4/4 at g = 1, 3/4 at g = 0.999, 1/4 at g = 0.99, 0/4 at g = 0.9" in v.why
+    assert "ends at 0.47" in v.why and "4 seeds × 100 steps" in v.why
+
+
+def test_why_says_so_when_the_study_does_not_single_out_the_gate(tmp_path):
+    store = _store(tmp_path / "s.sqlite", {None: 0.0, 1.0: 0.0, 0.999: 0.5, 0.99: 0.0, 0.9: 0.0})
+    assert _verdict(store).why.startswith("Gate study (arithmetic-recurrent nalu-nalu add")
+    assert "does not single out the gate" in _verdict(store).why
+
+
+def test_no_why_without_the_study_and_none_on_other_answers(tmp_path):
+    store = _store(tmp_path / "s.sqlite", {None: 0.0})
+    v = _verdict(store)
+    assert v.answer == NOT_REPRODUCED and v.why == ""
+    assert NALU_CLAIM.verdict(ReportContext(store, [], None)).answer == NOT_RUN
+    # the study's runs never stand in for the paper's model: the claim reads the learned gate's rows only
+    runs = [r for r in store.runs() if "unit_options" not in r["config"]["task"]]
+    assert len(runs) == 5
+
+
+def test_the_claim_holds_when_every_operation_extrapolates(tmp_path):
+    store = _store(tmp_path / "s.sqlite", {None: 1.0})
+    for r in store.runs():
+        assert r["summary"]["normalized_extrapolation_error"] is not None
+    ctx_runs = [dict(r, summary={**r["summary"], "normalized_extrapolation_error": 1e-6}) for r in store.runs()]
+    assert NALU_CLAIM.verdict(ReportContext(store, ctx_runs, None)).answer == REPRODUCED
