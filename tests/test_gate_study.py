@@ -104,3 +104,21 @@ def test_the_claim_holds_when_every_operation_extrapolates(tmp_path):
         assert r["summary"]["normalized_extrapolation_error"] is not None
     ctx_runs = [dict(r, summary={**r["summary"], "normalized_extrapolation_error": 1e-6}) for r in store.runs()]
     assert NALU_CLAIM.verdict(ReportContext(store, ctx_runs, None)).answer == REPRODUCED
+
+
+def test_the_nalu_claim_reads_products_on_positive_inputs_where_they_ran(tmp_path):
+    """× and a² by the NALU are judged on U[1, 2] (its log path drops the sign) when such a run exists."""
+    train = TrainConfig(iterations=100, seeds=2)
+    with Store(tmp_path / "s.sqlite") as store:
+        for rng, err in (("-1,1", 1.0), ("1,2", 1e-9)):
+            spec = RunSpec("arithmetic-recurrent", "nalu-nalu", {"operation": "mul", "interpolation_range": rng,
+                                                                 "extrapolation_range": rng}, train)
+            records = [{"seed": s, "success": 0, "diverged": 0, "extrapolation_mse": err,
+                        "extrapolation_mse_init": 1.0, "interpolation_mse": 0.0, "interpolation_mse_init": 1.0}
+                       for s in range(2)]
+            key = config_key(spec.resolved())
+            store.start_run(key, spec.experiment, spec.name, spec.resolved())
+            store.finish_run(key, records, summarize(records), 1.0)
+        v = NALU_CLAIM.verdict(ReportContext(store, store.runs(), None))
+    assert v.answer == REPRODUCED  # the zero-centred row (error 100) is not the one judged
+    assert v.evidence.endswith("nalu-nalu a × b on U[1,2]: 1.0e-07")
