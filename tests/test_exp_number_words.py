@@ -117,40 +117,61 @@ def test_run_names_tell_configurations_apart():
 
 
 class _FakeStore:
+    """Per-seed rows hold the output NALU's gate: 0.1 unscaled, 0.9 scaled (keys end in the scale)."""
+
     def artifact(self, key, name):
         return None
 
+    def seeds(self, key):
+        return [{"seed": 0, "diag.output.gate_mean": 0.9 if key.endswith("/100") else 0.1}]
 
-def _fake_run(model, train, validation, test, seeds=10, hidden=10):
+
+def _fake_run(model, train, validation, test, seeds=10, hidden=10, scale=1.0):
     summary = {"seeds": seeds, "diverged": 0, "best_step_median": 1000,
                **{f"constant_{k}_mae": v for k, v in nw.constant_errors(0).items()}}
     for split, v in (("train", train), ("validation", validation), ("test", test)):
         summary.update({f"{split}_mae_{s}": v for s in ("median", "q25", "q75", "min", "max")})
     config = {"model": model, "task": {"split_seed": 0, "embedding_size": 256, "hidden_size": hidden,
-                                       "figure_numbers": []},
+                                       "figure_numbers": []} | ({"output_scale": scale} if scale != 1 else {}),
               "train": {"seeds": seeds, "iterations": 1000, "learning_rate": 1e-3, "batch_size": 169,
                         "eval_every": 250}}
-    return {"key": f"{model}{hidden}", "name": model, "config": config, "summary": summary}
+    return {"key": f"{model}{hidden}/{scale}", "name": model, "config": config, "summary": summary}
 
 
 def _verdicts(runs, tmp_path):
     ctx = ReportContext(_FakeStore(), runs, tmp_path)
-    return [c.check(ctx) for c in get_experiment("number-words").claims]
+    return [c.verdict(ctx) for c in get_experiment("number-words").claims]
 
 
 def test_claims_answer_from_the_medians(tmp_path):
-    assert [v.answer for v in _verdicts([], tmp_path)] == [NOT_RUN] * 3
+    assert [v.answer for v in _verdicts([], tmp_path)] == [NOT_RUN] * 4
     paper = [_fake_run("linear", 0.1, 30, 29), _fake_run("nac", 200, 230, 240), _fake_run("nalu", 0.2, 0.4, 0.4)]
     verdicts = _verdicts(paper, tmp_path)
-    assert [v.answer for v in verdicts] == [REPRODUCED] * 3
+    assert [v.answer for v in verdicts] == [REPRODUCED] * 3 + [NOT_RUN]
     assert "29" in verdicts[0].evidence and "0.4" in verdicts[2].evidence
     ours = [_fake_run("linear", 15, 79, 79), _fake_run("nac", 40, 60, 60), _fake_run("nalu", 12, 170, 163)]
     verdicts = _verdicts(ours, tmp_path)
-    assert [v.answer for v in verdicts] == [REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED]
+    assert [v.answer for v in verdicts] == [REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, NOT_RUN]
     assert "163" in verdicts[2].evidence and "79" in verdicts[2].evidence
+    assert verdicts[2].why == ""  # no controlled run yet: no cause claimed
     # Only runs at the paper's sizes count; a NALU without rivals cannot generalise "best".
     assert _verdicts([_fake_run("linear", 1, 50, 50, hidden=4)], tmp_path)[0].answer == NOT_RUN
     assert _verdicts([_fake_run("nalu", 1, 1, 1)], tmp_path)[2].answer == NOT_RUN
+
+
+def test_the_scaled_variant_and_the_why_it_gives(tmp_path):
+    ours = [_fake_run("linear", 15, 79, 79), _fake_run("nac", 40, 60, 60), _fake_run("nalu", 12, 170, 163)]
+    holds = [_fake_run("linear", 15, 80, 80, scale=100), _fake_run("nac", 40, 60, 60, scale=100),
+             _fake_run("nalu", 2, 9, 9.5, scale=100)]
+    verdicts = _verdicts(ours + holds, tmp_path)
+    assert [v.answer for v in verdicts] == [REPRODUCED, NOT_REPRODUCED, NOT_REPRODUCED, REPRODUCED]
+    assert verdicts[0].evidence.endswith("test MAE 79 (overfitting means test ≥ 2 × train)")  # the literal runs
+    assert verdicts[2].why.startswith("The output's scale: unscaled, the NALU's additive path")
+    assert "LSTM + NALU 9.5" in verdicts[2].why and "ends at 0.10 unscaled and 0.90 scaled" in verdicts[2].why
+    assert verdicts[3].why == ""  # a reproduced claim carries no why
+    fails = holds[:2] + [_fake_run("nalu", 2, 90, 95, scale=100)]
+    why = _verdicts(ours + fails, tmp_path)[2].why
+    assert why.startswith("Not the output's scale alone") and "LSTM + NALU 95" in why
 
 
 def test_report_has_table3_the_constant_row_and_figure3(tmp_path):
@@ -184,9 +205,11 @@ def test_profiles_cover_the_three_rows_and_cost_grows_with_the_work():
     quick, acceptance, paper = (exp.grid(p) for p in ("quick", "acceptance", "paper"))
     for grid, seeds in ((quick, 3), (acceptance, 10), (paper, 100)):
         assert {s.model for s in grid} == {"linear", "nac", "nalu"} and min(s.train.seeds for s in grid) >= seeds
-    assert len({s.name for s in quick}) == 3 and len({json.dumps(s.resolved()) for s in acceptance}) == 9
+    # acceptance: 3 models × 3 protocols, as the paper has it and with the output scaled (the controlled run)
+    assert len({s.name for s in quick}) == 3 and len({json.dumps(s.resolved()) for s in acceptance}) == 18
+    assert {s.task_config().output_scale for s in acceptance} == {1.0, exp_nw.SCALE}
     assert sum(exp.cost(s) for s in quick) < 6 * 60  # the quick budget: about 6 core-minutes
-    assert 600 < sum(exp.cost(s) for s in acceptance) < 3600  # under half an hour on 2 workers
+    assert 600 < sum(exp.cost(s) for s in acceptance) < 7200  # under an hour on 2 workers
     small, big = (RunSpec("number-words", "nalu", {}, TrainConfig(iterations=1000, seeds=s)) for s in (1, 50))
     assert 0 < exp.cost(small) < exp.cost(big)
 

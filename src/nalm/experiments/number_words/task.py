@@ -302,11 +302,14 @@ class NumberWordsModel(nn.Module):
     The model of Trask et al. (2018, §4.3) as the authors described it to Madsen & Johansen: embedding about 256,
     LSTM about 10, the output layer (Linear, NAC or NALU) applied to the final element only. ``output`` is any
     registered unit (:func:`nalm.list_units`); ``"linear"`` is affine (with a bias), the paper's "LSTM" row.
+    ``output_scale`` multiplies the unit's output (the unit then learns value / output_scale: a controlled run's
+    change of the targets' scale; 1 in the paper).
     Tokens may be (S, B, T) or (1, B, T) (shared by every seed); pad ids (0) leave the state unchanged.
     """
 
     def __init__(self, output: str = "nalu", *, num_seeds: int, embedding_size: int = 256, hidden_size: int = 10,
-                 vocabulary_size: int = len(VOCABULARY), device=None, dtype=None, **output_options):
+                 vocabulary_size: int = len(VOCABULARY), output_scale: float = 1.0, device=None, dtype=None,
+                 **output_options):
         super().__init__()
         if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
             raise ConfigError(f"num_seeds must be a positive integer, got {num_seeds!r}")
@@ -316,6 +319,9 @@ class NumberWordsModel(nn.Module):
                             ("vocabulary_size", vocabulary_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(output_scale, bool) or not isinstance(output_scale, (int, float)) or not 0 < output_scale < 1e9:
+            raise ConfigError(f"output_scale must be a positive number, got {output_scale!r}")
+        self.output_scale = float(output_scale)
         if output == "linear":
             output_options = {"bias": True, **output_options}
         f = {"num_seeds": num_seeds, "device": device, "dtype": dtype}
@@ -359,7 +365,11 @@ class NumberWordsModel(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """The value of each number: (S, B, T) -> (S, B, 1), the output unit on the state after the last token."""
-        return self.output(self.states(tokens)[:, :, -1])
+        return self._out(self.states(tokens)[:, :, -1])
+
+    def _out(self, h: Tensor) -> Tensor:
+        y = self.output(h)
+        return y * self.output_scale if self.output_scale != 1.0 else y
 
     def running_estimates(self, tokens: Tensor) -> Tensor:
         """The output unit after every token (Figure 3): (S, B, T) -> (S, B, T), NaN at pad positions.
@@ -367,7 +377,7 @@ class NumberWordsModel(nn.Module):
         The estimate at the last position is the prediction of :meth:`forward`.
         """
         tokens = self._check(tokens)
-        estimates = self.output(self._states(tokens))[..., 0]  # (S, B, T, H) -> (S, B, T)
+        estimates = self._out(self._states(tokens))[..., 0]  # (S, B, T, H) -> (S, B, T)
         real = tokens != PAD
         return torch.where(real, estimates, torch.full_like(estimates, float("nan")))
 
