@@ -8,6 +8,8 @@ serves a single model and S independent copies; no operation mixes seeds.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -181,13 +183,14 @@ def nmu_sparsity(w: Tensor) -> Tensor:
     return _mean_last2(torch.minimum(w, 1 - w))
 
 
-def inalu_sparsity(params: list[Tensor], threshold: float) -> Tensor:
+def inalu_sparsity(params: Sequence[Tensor], threshold: float) -> Tensor:
     """iNALU regulariser (Schlör et al. 2020, eq. 11): mean(max(t − |p|, 0) / t) over its raw parameters.
 
     It pushes Ŵ, M̂ and the gate away from 0, where tanh and σ are least decisive. Every parameter has at least
     two trailing dimensions (the gate is stored as (*S, 1, out)).
     """
-    return sum(_mean_last2((threshold - p.abs()).clamp_min(0) / threshold) for p in params) / len(params)
+    total = sum(_mean_last2((threshold - p.abs()).clamp_min(0) / threshold) for p in params)
+    return cast(Tensor, total) / len(params)
 
 
 def sparsity_error(w: Tensor) -> Tensor:
