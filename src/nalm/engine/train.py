@@ -338,10 +338,11 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key:
         rows = [{"seed": s, "step": step, **{n: float(metrics[n][i]) for n in names}} for i, s in enumerate(seeds)]
         curves.extend(rows)
         unsaved.extend(rows)
+        losses = loss.tolist() if loss is not None and writers else None  # (S,) floats of the last step
         for i, w in enumerate(writers):  # seed i's own TensorBoard run; NaN (no such value, or diverged) left out
             values = {f"evaluation/{n}": rows[i][n] for n in names}
-            if loss is not None:
-                values["train/loss"] = float(loss[i])
+            if losses is not None:
+                values["train/loss"] = losses[i]
             for tag, value in values.items():
                 if math.isfinite(value):
                     w.add_scalar(tag, value, step)
@@ -372,7 +373,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key:
                                  config.grad_clip)
             if step % config.eval_every == 0 or step == config.iterations:
                 book.alive &= alive.cpu()
-                evaluate_now(step, loss.cpu())
+                evaluate_now(step, loss)
                 alive &= book.alive.to(alive.device)
                 checkpoint(step)
                 bar.update(config.eval_every if step % config.eval_every == 0 else step % config.eval_every)
