@@ -64,7 +64,7 @@ def calibrate(runs: list[dict]) -> Calibration:
                 continue
             spec = RunSpec(config["experiment"], config["model"], config["task"], TrainConfig(**config["train"]))
             estimate = exp.cost(spec)
-        except (NalmError, KeyError, TypeError):  # an experiment gone, or a configuration of older code
+        except (NalmError, KeyError, TypeError, ValueError):  # an experiment gone, or a configuration of older code
             continue
         if estimate > 0:
             s = sums.setdefault(spec.experiment, [0, 0.0, 0.0])
