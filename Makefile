@@ -7,7 +7,7 @@ TORCH_PIN := torch==2.13.0
 # One intra-op thread per process: for models this small two threads were far slower (see README, Performance).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: test reproduce report bench clean
+.PHONY: test reproduce report bench dist clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ reproduce: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/nalm bench throughput
+
+# The sdist and the wheel, in dist/ (the test suite builds them too, and installs the wheel into a fresh venv).
+dist: $(VENV)/.installed
+	$(PY) -m build --no-isolation --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -103,3 +104,22 @@ def hostile_pickle(function, *args, protocol: int = 4) -> bytes:
     """A pickle of arrays that also carries the call ``function(*args)`` (e.g. os.system, builtins.eval)."""
     arrays = (np.zeros((2, 784), np.float32), np.zeros(2, np.int64))
     return pickle.dumps((arrays, (_Call(function, *args), arrays), arrays), protocol=protocol)
+
+
+def load_in_worker(cache: Path, wheel_source, barrier, results) -> None:
+    """In a fresh (spawned) process: accept the fake wheel, make its conversion slow and logged (one line per
+    conversion in ``<cache>/conversions.log``), wait for the other worker, load MNIST from ``cache``, and put the
+    arrays' digest on ``results``."""
+    read_wheel = mnist_module.read_wheel
+
+    def slow_logged(wheel):
+        with open(cache / "conversions.log", "a") as log:
+            log.write("converting\n")
+        time.sleep(1.0)  # long enough for the other worker to find no cache and ask for the lock
+        return read_wheel(wheel)
+
+    mnist_module.WHEEL = wheel_source
+    mnist_module.read_wheel = slow_logged
+    barrier.wait(timeout=60)
+    mnist = mnist_module.load_mnist(cache_dir=cache)
+    results.put(mnist_module.arrays_digest(*(getattr(mnist, k) for k in STEMS)))

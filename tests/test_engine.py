@@ -291,3 +291,37 @@ def test_reproduce_leaves_no_process_behind_when_killed(tmp_path, moment):
     while (left := _processes_with(marker.encode())) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"process(es) {left} outlived the killed reproduce ({moment})"
+
+
+def test_tensorboard_logs_each_seed_at_each_evaluation(tmp_path, capsys):
+    """``nalm run ... --tensorboard DIR``: one TensorBoard run per seed with every evaluation metric and the training
+    loss at each evaluation; the folder is not part of the stored configuration (the same run without it is found)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from nalm.cli import main
+
+    args = ["run", "identity", "--evaluation-size", "50", "--grid-points", "11", "--seeds", "2", "--first-seed", "3",
+            "--iterations", "4", "--eval-every", "2", "--store", str(tmp_path / "s.sqlite"), "--json", "--no-progress"]
+    assert main(args + ["--tensorboard", str(tmp_path / "tb")]) == 0
+    logged = {}
+    for seed in (3, 4):
+        events = EventAccumulator(str(tmp_path / "tb" / f"seed{seed}"))
+        events.Reload()
+        logged[seed] = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+        assert [s for s, _ in logged[seed]["train/loss"]] == [2, 4]
+        evaluation = [t for t in logged[seed] if t.startswith("evaluation/")]
+        assert evaluation and all([s for s, _ in logged[seed][t]] == [0, 2, 4] for t in evaluation)
+    with Store(tmp_path / "s.sqlite") as store:
+        (stored,) = store.runs()
+        curves = store.curves(stored["key"])
+    for seed in (3, 4):  # the values are the seed's own curve as stored (a metric stored as None is not logged)
+        stored_curve = {(f"evaluation/{k}", r["step"]): v for r in curves if r["seed"] == seed
+                        for k, v in r.items() if k not in ("seed", "step") and v is not None}
+        assert stored_curve == pytest.approx({(t, s): v for t, points in logged[seed].items()
+                                              if t.startswith("evaluation/") for s, v in points}, rel=1e-6)
+    assert logged[3] != logged[4]
+    capsys.readouterr()
+    assert main(args) == 0  # without --tensorboard: the same stored run, nothing trained again
+    with Store(tmp_path / "s.sqlite") as store:
+        assert len(store.runs()) == 1
+    assert "tensorboard" not in stored["config"]["train"]

@@ -3,7 +3,7 @@ exact resume), A3C, TensorBoard, summaries, claims over stored results, samples,
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
 
 import numpy as np
@@ -43,13 +43,6 @@ def test_config_options_are_checked():
     c = gw.GridworldConfig()
     assert c.agent("a2c-nac-counter")[1].nac_wiring == "counter" and c.agent("a2c-lstm")[0] == "a2c-lstm"
     assert c.a2c_config(TINY).num_envs == 6 and c.a2c_config(TINY).max_grad_norm == 40.0
-    # --tensorboard is not part of the stored configuration (it changes no result)
-    if importlib.util.find_spec("tensorboard") is None:
-        with pytest.raises(ConfigError, match="pip install tensorboard"):
-            gw.GridworldConfig(tensorboard="/tmp/x")
-    else:
-        a = RunSpec("gridworld", "a2c-nac", {"tensorboard": "/tmp/x"}, TINY).resolved()
-        assert a == RunSpec("gridworld", "a2c-nac", {}, TINY).resolved()
 
 
 def test_horizon():
@@ -252,11 +245,10 @@ def test_a3c_trains_each_seed_through_the_experiment_and_resumes(tmp_path, monke
         assert any(not torch.equal(p[s], q[s]) for p, q in zip(result.model.parameters(), init.parameters()))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")
 def test_tensorboard_logs_every_seed(tmp_path):
-    task = {**TINY_TASK, "tensorboard": str(tmp_path / "tb")}
+    train = dataclasses.replace(TINY, tensorboard=str(tmp_path / "tb"))
     with Store(tmp_path / "s.sqlite") as store:
-        _train(store, "a2c-lstm", task)
+        _train(store, "a2c-lstm", TINY_TASK, train)
     assert all(any((tmp_path / "tb" / f"seed{s}").glob("events.out.tfevents.*")) for s in (0, 1))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import gzip
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -11,7 +12,8 @@ import sys
 
 import numpy as np
 import pytest
-from mnist_fixtures import STEMS, fake_wheel, hostile_pickle, idx_bytes, random_mnist_arrays, write_mnist_dir
+from mnist_fixtures import (STEMS, fake_wheel, hostile_pickle, idx_bytes, load_in_worker, random_mnist_arrays,
+                            write_mnist_dir)
 
 from nalm.errors import ConfigError, DataError, ShapeError
 from nalm.experiments.mnist import data as mm
@@ -103,7 +105,7 @@ def test_wheel_in_cache_is_converted_once(tmp_path, monkeypatch, no_pip):
     monkeypatch.setattr(mm, "WHEEL", accepting)
     mnist = load_mnist(cache_dir=tmp_path)
     _same(mnist, arrays)  # train = the pickle's train + valid, in order; bytes recovered exactly
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([wheel.name, mm.NPZ_NAME])  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([wheel.name, mm.NPZ_NAME, mm.LOCK_NAME])  # no temp
     wheel.unlink()
     _same(load_mnist(cache_dir=tmp_path), arrays)  # later loads read the npz only
 
@@ -117,7 +119,25 @@ def test_wheel_fetched_with_pip(tmp_path, monkeypatch):
         sys.executable, "-c", "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])", str(wheel), str(dest)])
     monkeypatch.setenv("NALM_DATA_DIR", str(tmp_path / "cache"))
     _same(load_mnist(), arrays)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [mm.NPZ_NAME]  # the fetched wheel is not kept
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [mm.LOCK_NAME, mm.NPZ_NAME]  # wheel not kept
+
+
+def test_two_processes_convert_once(tmp_path):
+    """Two worker processes ask for MNIST at once: one converts (slowly), the other waits for the lock and reads its
+    cache. Without the lock both would see no cache and convert."""
+    arrays = random_mnist_arrays(20, 10, seed=4)
+    _, accepting = fake_wheel(tmp_path, arrays)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=load_in_worker, args=(tmp_path, accepting, barrier, results)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    digests = [results.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    assert digests == [accepting.arrays_sha256] * 2
+    assert (tmp_path / "conversions.log").read_text().splitlines() == ["converting"]
 
 
 def test_pip_failure_says_how_to_work_offline(tmp_path, monkeypatch):

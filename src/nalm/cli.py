@@ -98,6 +98,8 @@ def _add_train(p: argparse.ArgumentParser, exp) -> None:
     g.add_argument("--regularizer", action="append", default=[], metavar="UNIT=SCALE:START:END",
                    help=f"sparsity regulariser ramp of a unit, repeatable (defaults: {regs})")
     g.add_argument("--no-regularizer", action="store_true", help="switch every regulariser off")
+    g.add_argument("--tensorboard", metavar="DIR", help="also log every evaluation to TensorBoard in DIR, one run "
+                   "per seed (DIR/seed<s>; not part of the stored configuration; needs: pip install tensorboard)")
     p.set_defaults(regularizer_defaults=d["regularizers"])
 
 
@@ -230,7 +232,8 @@ def _train_config(args):
         regs[unit] = asdict(r)
     return TrainConfig(iterations=args.iterations, batch_size=args.batch_size, learning_rate=args.learning_rate,
                        eval_every=args.eval_every, seeds=args.seeds, first_seed=args.first_seed, regularizers=regs,
-                       optimizer=args.optimizer, grad_clip=args.grad_clip, lr_decay=args.lr_decay)
+                       optimizer=args.optimizer, grad_clip=args.grad_clip, lr_decay=args.lr_decay,
+                       tensorboard=args.tensorboard)
 
 
 def _print_summary(name: str, summary: dict, as_json: bool) -> None:

@@ -8,6 +8,8 @@ serves a single model and S independent copies; no operation mixes seeds.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -270,7 +272,7 @@ def nmu_sparsity(w: Tensor) -> Tensor:
     return _mean_last2(torch.minimum(w, 1 - w))
 
 
-def inalu_sparsity(params: list[Tensor], threshold: float, reduction: str = "sum") -> Tensor:
+def inalu_sparsity(params: Sequence[Tensor], threshold: float, reduction: str = "sum") -> Tensor:
     """iNALU regulariser (Schlör et al. 2020, eq. 11): Σ_p mean(max(t − |p|, 0)) / t over its raw parameters
     (their code: 0.05 · Σ_p mean(max(20 − |p|, 0)), t = 20); ``reduction="mean"`` divides by the number of
     parameters as well.
@@ -279,6 +281,7 @@ def inalu_sparsity(params: list[Tensor], threshold: float, reduction: str = "sum
     two trailing dimensions (the gate is stored as (*S, 1, out)).
     """
     total = sum(_mean_last2((threshold - p.abs()).clamp_min(0) / threshold) for p in params)
+    total = cast(Tensor, total)
     return total / len(params) if reduction == "mean" else total
 
 

@@ -2,9 +2,9 @@
 
 Plug-in authors import from here: the experiment protocol and registry (:mod:`.experiment`), the task protocol
 (:mod:`.task`), the trainer (:mod:`.train`) and one run end to end (:mod:`.runner`). The rest of the engine: the
-results database (:mod:`.store`), ``nalm reproduce`` (:mod:`.reproduce`) and its executors (:mod:`.executors`), the
-report (:mod:`.report`) and its building blocks (:mod:`.reporting`), generic metrics (:mod:`.metrics`), input ranges
-(:mod:`.ranges`), progress bars (:mod:`.progress`).
+results database (:mod:`.store`), ``nalm reproduce`` (:mod:`.reproduce`), its ETA (:mod:`.calibration`) and its
+executors (:mod:`.executors`), the report (:mod:`.report`) and its building blocks (:mod:`.reporting`), generic
+metrics (:mod:`.metrics`), input ranges (:mod:`.ranges`), progress bars and TensorBoard writers (:mod:`.progress`).
 """
 
 from .experiment import (NOT_REPRODUCED, NOT_RUN, PROFILES, REPRODUCED, Claim, Experiment, ReportContext, RunSpec,

@@ -1,11 +1,34 @@
-"""Progress for people: a per-run bar, one bar for a whole sweep, and durations written as people read them.
+"""Progress for people: a per-run bar, one bar for a whole sweep, durations written as people read them, and
+TensorBoard writers (one TensorBoard run per seed).
 
 Bars are drawn only on a terminal and only when tqdm is installed (the ``progress`` extra); otherwise they are silent.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+from pathlib import Path
+
+from nalm.errors import ConfigError
+
+TENSORBOARD_MISSING = "--tensorboard needs the tensorboard package, which is not installed: pip install tensorboard"
+
+
+def check_tensorboard() -> None:
+    """ConfigError unless the tensorboard package is importable (checked when a run is configured, not when it
+    ends)."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(TENSORBOARD_MISSING)
+
+
+def tensorboard_writers(folder: str | Path, seeds) -> list:
+    """One ``torch.utils.tensorboard.SummaryWriter`` per seed (``folder/seed<s>``: TensorBoard shows each as a run)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(TENSORBOARD_MISSING) from None
+    return [SummaryWriter(log_dir=str(Path(folder) / f"seed{s}")) for s in seeds]
 
 
 def sweep_bar(total: float, desc: str, enabled: bool):

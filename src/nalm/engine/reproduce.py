@@ -5,7 +5,8 @@ from their last checkpoint, and spreads the rest over ``jobs`` worker processes 
 is leased in the store while it trains, so two ``reproduce`` processes on one store share the work and never train
 the same configuration twice; a run leased by another live process is put back and tried again when nothing else is
 left. Before it starts, ``reproduce`` prints the number of runs and the time it expects them to take (from each
-experiment's cost estimate); one progress bar (on a terminal) shows the runs done and the ETA.
+experiment's cost estimate, calibrated on the seconds of the store's finished runs: :mod:`.calibration`); one
+progress bar (on a terminal) shows the runs done and the ETA.
 
 Executors: ``local`` (the default) is the process pool above; ``ray`` sends every (configuration × block of seeds) to
 a Ray cluster as one task, and this process alone writes the store (:mod:`nalm.engine.executors.ray_executor`). ``shard``
@@ -24,6 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from nalm.errors import ConfigError, NalmError
 
+from .calibration import calibrate
 from .experiment import PROFILES, RunSpec, get_experiment, list_experiments
 from .progress import duration, sweep_bar
 from .runner import Busy, resolve_device, run, set_threads
@@ -103,15 +105,17 @@ def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, j
         raise ConfigError(f"{given}: options of --executor ray, not of the local process pool")
     todo = shard_of(specs(profile, only), shard)
     with Store(store_path) as store:  # create the database (and fail early on a bad path) before starting workers
-        finished = {r["key"] for r in store.runs()}
+        runs = store.runs()
+    finished = {r["key"] for r in runs}
     todo = [s for s in todo if config_key(s.resolved()) not in finished]
-    cost = [s.exp.cost(s) for s in todo]
+    calibration = calibrate(runs)
+    cost = [calibration.cost(s) for s in todo]
     total = sum(cost)
     where = "on a Ray cluster" if executor == "ray" else f"on {jobs} worker process(es)"
     print(f"reproduce --profile {profile}: {len(todo)} configurations to run, {len(finished)} already in the store; "
           f"{duration(total)} of one core {where}" + ("" if executor == "ray" else
-                                                     f", estimated {duration(total / max(1, min(jobs, len(todo))))}"),
-          file=sys.stderr)
+                                                     f", estimated {duration(total / max(1, min(jobs, len(todo))))}")
+          + f"; {calibration.describe(s.experiment for s in todo)}", file=sys.stderr)
     if executor == "ray":
         return _reproduce_ray(todo, store_path, profile, progress, device, ray_options)
     if not todo:

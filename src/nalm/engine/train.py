@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from nalm.errors import ConfigError
 
 from .metrics import per_seed_mse
-from .progress import ProgressBar
+from .progress import ProgressBar, check_tensorboard, tensorboard_writers
 from .task import Task, seed_generators, torch_generators
 
 
@@ -70,7 +70,7 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train; all fields are stored with the results."""
+    """How to train; all fields but the ``RUNTIME`` ones are stored with the results."""
 
     iterations: int = 50_000
     batch_size: int = 128
@@ -89,10 +89,15 @@ class TrainConfig:
     #: From this fraction of the iterations on, every learning rate follows a cosine down to 1/1000 of itself at the
     #: last step (``lr_scale``); None: constant learning rates.
     lr_decay: float | None = None
+    #: Also log to TensorBoard in this folder (``DIR/seed<s>``, one TensorBoard run per seed): every evaluation
+    #: metric and the training loss, at each evaluation. Needs the tensorboard package.
+    tensorboard: str | None = None
 
     #: Fields left out of a stored configuration while at their default (None), so that runs stored before the field
     #: existed keep their keys.
     OPTIONAL: ClassVar[tuple[str, ...]] = ("lr_decay", "grad_clip_value")
+    #: Fields never stored: they change where a run reports, not what it computes.
+    RUNTIME: ClassVar[tuple[str, ...]] = ("tensorboard",)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "eval_every", "seeds"):
@@ -115,14 +120,18 @@ class TrainConfig:
             raise ConfigError(f"lr_decay must be a fraction in [0, 1) or None, got {self.lr_decay!r}")
         for unit, r in self.regularizers.items():
             Regularizer(**r)
+        if self.tensorboard:
+            check_tensorboard()
 
     @property
     def seed_ids(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
     def stored(self) -> dict:
-        """The configuration as stored with the results (``OPTIONAL`` fields left out while None)."""
-        return {k: v for k, v in asdict(self).items() if not (k in self.OPTIONAL and v is None)}
+        """The configuration as stored with the results (``OPTIONAL`` fields left out while None, ``RUNTIME`` ones
+        always)."""
+        return {k: v for k, v in asdict(self).items()
+                if not (k in self.OPTIONAL and v is None) and k not in self.RUNTIME}
 
     def lr_scale(self, step: int) -> float:
         """The factor on every learning rate at ``step`` (1 until ``lr_decay`` · iterations, then a cosine from 1 to
@@ -332,8 +341,9 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key:
 
     curves: list[dict] = []
     unsaved: list[dict] = []
+    writers = tensorboard_writers(config.tensorboard, seeds) if config.tensorboard else []
 
-    def evaluate_now(step: int) -> None:
+    def evaluate_now(step: int, loss: Tensor | None = None) -> None:
         model.eval()
         metrics = {k: v.to(torch.float64).cpu() for k, v in task.evaluate(model, S, device=device).items()}
         model.train()
@@ -342,6 +352,15 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key:
         rows = [{"seed": s, "step": step, **{n: float(metrics[n][i]) for n in names}} for i, s in enumerate(seeds)]
         curves.extend(rows)
         unsaved.extend(rows)
+        losses = loss.tolist() if loss is not None and writers else None  # (S,) floats of the last step
+        for i, w in enumerate(writers):  # seed i's own TensorBoard run; NaN (no such value, or diverged) left out
+            values = {f"evaluation/{n}": rows[i][n] for n in names}
+            if losses is not None:
+                values["train/loss"] = losses[i]
+            for tag, value in values.items():
+                if math.isfinite(value):
+                    w.add_scalar(tag, value, step)
+            w.flush()
 
     def checkpoint(step: int) -> None:
         if store is None or key is None:
@@ -351,25 +370,29 @@ def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key:
         store.save_checkpoint(key, step, state, unsaved)
         unsaved.clear()
 
-    if step == 0:
-        evaluate_now(0)
-        checkpoint(0)
-    bar = ProgressBar(config.iterations, step, desc, progress)
-    buffer = None
-    alive = book.alive.to(device) if device is not None else book.alive
-    while step < config.iterations:
-        step += 1
-        x, y, buffer = task.batch(step, bitgens, config.batch_size, buffer)
-        if config.lr_decay is not None:
-            for group, rate in zip(optimizer.param_groups, base_rates):
-                group["lr"] = rate * config.lr_scale(step)
-        training_step(model, optimizer, _to(x, device), _to(y, device), step, hooks, alive, task.loss,
-                      config.grad_clip, config.grad_clip_value)
-        if step % config.eval_every == 0 or step == config.iterations:
-            book.alive &= alive.cpu()
-            evaluate_now(step)
-            alive &= book.alive.to(alive.device)
-            checkpoint(step)
-            bar.update(config.eval_every if step % config.eval_every == 0 else step % config.eval_every)
-    bar.close()
+    try:
+        if step == 0:
+            evaluate_now(0)
+            checkpoint(0)
+        bar = ProgressBar(config.iterations, step, desc, progress)
+        buffer = None
+        alive = book.alive.to(device) if device is not None else book.alive
+        while step < config.iterations:
+            step += 1
+            x, y, buffer = task.batch(step, bitgens, config.batch_size, buffer)
+            if config.lr_decay is not None:
+                for group, rate in zip(optimizer.param_groups, base_rates):
+                    group["lr"] = rate * config.lr_scale(step)
+            loss = training_step(model, optimizer, _to(x, device), _to(y, device), step, hooks, alive, task.loss,
+                                 config.grad_clip, config.grad_clip_value)
+            if step % config.eval_every == 0 or step == config.iterations:
+                book.alive &= alive.cpu()
+                evaluate_now(step, loss)
+                alive &= book.alive.to(alive.device)
+                checkpoint(step)
+                bar.update(config.eval_every if step % config.eval_every == 0 else step % config.eval_every)
+        bar.close()
+    finally:
+        for w in writers:
+            w.close()
     return TrainResult(book.records(seeds, task), curves, model, time.perf_counter() - t0)

@@ -142,10 +142,10 @@ class Ensemble(nn.Module):
 
     def reset_parameters(self, generators: Sequence[SeedGenerator] | SeedGenerator) -> None:
         """Re-initialise seed i exactly as ``seeded(factory, generators[i])`` would build it (S factory calls)."""
-        generators = self._per_seed(generators)
-        if generators is None:
+        per_seed = self._per_seed(generators)
+        if per_seed is None:
             raise ConfigError("Ensemble.reset_parameters: expected one generator per seed, got None")
-        for i, g in enumerate(generators):
+        for i, g in enumerate(per_seed):
             self.load_seed_module(i, seeded(self._factory, g))
 
     def load_seed_module(self, i: int, module: nn.Module) -> None:

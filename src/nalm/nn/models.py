@@ -15,7 +15,7 @@ Model names (``build_model``):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,7 @@ from nalm.units.base import ArithmeticUnit, Generators
 from nalm.units.recurrent import RecurrentCell
 
 #: The nonlinearities of the MLP baselines (the 15 of Figure 1 plus the paper's Table 1 baselines).
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module] | None] = {
     "relu6": nn.ReLU6, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "softsign": nn.Softsign,
     "selu": nn.SELU, "elu": nn.ELU, "hardtanh": nn.Hardtanh, "tanhshrink": nn.Tanhshrink,
     "hardshrink": nn.Hardshrink, "leakyrelu": nn.LeakyReLU, "softshrink": nn.Softshrink,
@@ -56,9 +56,10 @@ class SeedPReLU(nn.Module):
 def make_activation(name: str, num_seeds: int | None, device=None, dtype=None) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {name!r}; choose from: {', '.join(ACTIVATIONS)}")
-    if name == "prelu":
+    make = ACTIVATIONS[name]
+    if make is None:  # prelu
         return SeedPReLU(num_seeds, device=device, dtype=dtype)
-    return ACTIVATIONS[name]()
+    return make()
 
 
 class Sequential(nn.Sequential):
@@ -66,8 +67,9 @@ class Sequential(nn.Sequential):
 
     def reset_parameters(self, generator: Generators = None) -> None:
         for layer in self:
-            if hasattr(layer, "reset_parameters"):
-                layer.reset_parameters(generator)
+            reset = getattr(layer, "reset_parameters", None)
+            if reset is not None:
+                reset(generator)
 
 
 def mlp(sizes: list[int], activation: str, *, num_seeds: int | None = None, device=None, dtype=None) -> Sequential:
@@ -104,13 +106,12 @@ class SeedRNN(nn.Module):
 
     def reset_parameters(self, generator: Generators = None) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)
-        gens = generator if isinstance(generator, (list, tuple)) else None
         with torch.no_grad():
             for p in self.parameters():
-                if gens is None:
+                if generator is None or isinstance(generator, torch.Generator):
                     p.uniform_(-bound, bound, generator=generator)
                 else:
-                    for p_i, g in zip(p, gens):
+                    for p_i, g in zip(p, generator):
                         p_i.uniform_(-bound, bound, generator=g)
 
     def _cell(self, gi: Tensor, gh: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -173,7 +174,7 @@ class SequenceModel(nn.Module):
     broadcast, never copied S times.
     """
 
-    def __init__(self, body: nn.Module, head: nn.Module):
+    def __init__(self, body: RecurrentCell | SeedRNN, head: ArithmeticUnit):
         super().__init__()
         self.body, self.head = body, head
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 from nalm.errors import ConfigError
 
-_UNITS: dict[str, type] = {}
+if TYPE_CHECKING:
+    from .base import ArithmeticUnit
+
+_UNITS: dict[str, type[ArithmeticUnit]] = {}
 # Arguments every unit takes; the rest of a unit's keyword arguments are its options.
 _COMMON = ("self", "in_features", "out_features", "num_seeds", "device", "dtype")
 
@@ -29,7 +33,7 @@ def list_units() -> list[str]:
     return sorted(_UNITS)
 
 
-def unit_class(name: str) -> type:
+def unit_class(name: str) -> type[ArithmeticUnit]:
     """The class registered under ``name``; a ConfigError listing the known names otherwise."""
     try:
         return _UNITS[name]
@@ -39,7 +43,7 @@ def unit_class(name: str) -> type:
 
 def unit_options(name: str) -> dict[str, object]:
     """The options of unit ``name`` with their defaults."""
-    sig = inspect.signature(unit_class(name).__init__)
+    sig = inspect.signature(unit_class(name))
     return {k: p.default for k, p in sig.parameters.items() if k not in _COMMON}
 
 

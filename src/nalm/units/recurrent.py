@@ -64,15 +64,14 @@ class RecurrentCell(nn.Module):
     def run(self, xs: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Run a sequence, batch first: xs (*S, B, T, input_size) -> outputs (*S, B, T, hidden), final h."""
         want = len(self._lead()) + 3
-        if not isinstance(xs, Tensor) or xs.dim() != want or xs.shape[-1] != self.input_size:
+        if not isinstance(xs, Tensor) or xs.dim() != want or xs.shape[-1] != self.input_size or xs.shape[-2] < 1:
             shape = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
             raise ShapeError(f"RecurrentCell.run expects a sequence of shape "
-                             f"{(*self._lead(), 'B', 'T', self.input_size)}, got {shape}")
-        outputs = []
-        for t in range(xs.shape[-2]):
-            h = self(xs[..., t, :], h)
-            outputs.append(h)
-        return torch.stack(outputs, dim=-2), h
+                             f"{(*self._lead(), 'B', 'T', self.input_size)} with T >= 1, got {shape}")
+        outputs = [self(xs[..., 0, :], h)]
+        for t in range(1, xs.shape[-2]):
+            outputs.append(self(xs[..., t, :], outputs[-1]))
+        return torch.stack(outputs, dim=-2), outputs[-1]
 
     @torch.no_grad()
     def diagnostics(self, x: Tensor) -> dict[str, Tensor]:

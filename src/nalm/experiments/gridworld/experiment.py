@@ -61,8 +61,6 @@ class GridworldConfig:
     extra_steps: int = field(default=5, metadata={"help": "step limit L = T + extra_steps"})
     eval_max_instruction: int = field(default=30, metadata={"help": "evaluate T from min_instruction to this"})
     eval_episodes: int = field(default=200, metadata={"help": "evaluation episodes per T and seed"})
-    tensorboard: str = field(default="", metadata={"runtime": True, "help": "also log to TensorBoard in this "
-                                                   "folder (one run per seed; needs: pip install tensorboard)"})
 
     def __post_init__(self) -> None:
         if importlib.util.find_spec("gymnasium") is None:
@@ -77,9 +75,6 @@ class GridworldConfig:
         if not self.min_instruction <= self.max_instruction <= self.eval_max_instruction:
             raise ConfigError(f"gridworld: need min_instruction <= max_instruction <= eval_max_instruction, got "
                               f"{self.min_instruction}, {self.max_instruction}, {self.eval_max_instruction}")
-        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError("--tensorboard needs the tensorboard package, which is not installed: "
-                              "pip install tensorboard")
         self.env_config()  # the environment's own checks
         self.a2c_config(TrainConfig(regularizers={}))
 
@@ -265,7 +260,7 @@ class Gridworld(Experiment):
                        eval_episodes=c.eval_episodes)
         done = store.checkpoint_step(key) if store is not None and key is not None else None
         bar = ProgressBar(tc.iterations * (tc.seeds if c.algorithm == "a3c" else 1), done or 0, spec.name, progress)
-        out = run_agents(plan, store=store, key=key, tensorboard=c.tensorboard, progress=bar.update)
+        out = run_agents(plan, store=store, key=key, tensorboard=tc.tensorboard or "", progress=bar.update)
         bar.close()
         ev, weights = out["evaluation"], nac_weights(out["agent"])
         records = seed_records(ev, tc.seed_ids, c, out["diverged"], tc.iterations, out["env_steps"], weights)

@@ -19,11 +19,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from nalm.engine.progress import tensorboard_writers
 from nalm.engine.task import torch_generators
 from nalm.errors import ConfigError
 
@@ -55,15 +55,6 @@ class RunPlan:
     eval_instructions: tuple[int, ...] = tuple(range(8, 31))
     eval_episodes: int = 200
     eval_seed: int = 0
-
-
-def tensorboard_writers(folder: str | Path, seeds) -> list:
-    """One ``torch.utils.tensorboard.SummaryWriter`` per seed (``folder/seed<s>``: TensorBoard shows each as a run)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-    return [SummaryWriter(log_dir=str(Path(folder) / f"seed{s}")) for s in seeds]
 
 
 def _finite_by_seed(agent: ActorCritic) -> np.ndarray:

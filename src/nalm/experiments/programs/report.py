@@ -26,11 +26,12 @@ STABLE = (f"The NALU's extrapolation is stable across two orders of magnitude: o
 PAPER = {"ugrnn": "fits; fails to extrapolate", "lstm": "fits; fails to extrapolate",
          "dnc": "fits; fails to extrapolate", "lstm-nalu": "fits; extrapolates, stable over two orders of magnitude"}
 
-#: CPU seconds per training step and per program token (the longest in the batch): a + b·S·B at hidden 32, fitted
-#: to process times of S = 1 and 5 seeds × B = 64 on program-add, on this 2-core machine with other work running
-#: (about 13 processes on 2 cores: an unloaded core is faster). E.g. lstm 4.1 / 13.8 ms per step at S = 1 / 5.
-STEP_COST = {"ugrnn": (2.1e-4, 2.7e-6), "lstm": (2.0e-4, 4.8e-6), "dnc": (1.9e-3, 2.4e-5),
-             "lstm-nalu": (6.8e-4, 5.5e-6), "lstm-nau": (4.5e-4, 5.3e-6), "lstm-nau-nmu": (6.3e-4, 5.7e-6)}
+#: Seconds per training step and per program token (the longest in the batch): a + b·S·B at hidden 32. The shape was
+#: fitted to process times of S = 1 and 5 seeds × B = 64 on program-add; the scale to two quick profiles of
+#: ``nalm reproduce`` (2 workers, shared 2-core machine): their 12 runs took 910 s, 1.7× the 541 s of the first fit
+#: (1.3–2.0× per run, no model apart), so every constant is 1.7× that fit's. E.g. lstm 23 ms per step at S = 5.
+STEP_COST = {"ugrnn": (3.6e-4, 4.6e-6), "lstm": (3.4e-4, 8.2e-6), "dnc": (3.2e-3, 4.1e-5),
+             "lstm-nalu": (1.16e-3, 9.4e-6), "lstm-nau": (7.7e-4, 9.0e-6), "lstm-nau-nmu": (1.07e-3, 9.7e-6)}
 #: Tokens of the longest program in a batch of 64: add 8; eval about 10 per nesting level (20 at nesting 2).
 TOKENS = {"add": 8.0, "eval": 10.0}
 
