@@ -163,7 +163,7 @@ def recurrent_acceptance() -> list[RunSpec]:
     """Issue 14's acceptance runs: the NAU cell on a + b and a − b with 100 seeds; the NAC cell there, the NAU → NMU
     on the multiplicative operations and the baselines on a + b and a − b with 20 seeds; the NALU cell on every
     operation with 20 seeds × 10,000 steps (the budget of the baselines), and beside its a + b row the controlled
-    runs of :mod:`.gate_study` (its gate frozen at 1, 0.999, 0.99, 0.9), and the NALU cell on × and a² on
+    runs of :mod:`.gate_study` (its gate frozen at 1, 0.999, 0.99, 0.9; the learned gate at 5× the steps), and the NALU cell on × and a² on
     positive inputs too (U[1, 2]: the paper's NALU drops the sign in its log path)."""
     # The NAU cells at learning rate 3·10⁻⁴: at 10⁻³ Adam's steps keep their zero weights ~10⁻⁴ off 0, which 1000
     # steps of recurrence amplify past the threshold (NAU cell on a − b, 10 seeds: 7 of 10 at 10⁻³ and 2·10⁴ steps,
@@ -180,7 +180,8 @@ def recurrent_acceptance() -> list[RunSpec]:
             + [_recurrent_spec("nalu-nalu", op, nalu) for op in OPERATIONS]
             + [_recurrent_spec("nalu-nalu", op, nalu, interpolation_range=POSITIVE_RANGE,
                                extrapolation_range=POSITIVE_RANGE) for op in ("mul", "squared")]
-            + gate_study.specs(lambda options: _recurrent_spec("nalu-nalu", "add", nalu, unit_options=options))
+            + gate_study.specs(lambda options, train: _recurrent_spec("nalu-nalu", "add", train, **(
+                {"unit_options": options} if options else {})), nalu)
             + [_recurrent_spec("nau-nmu", op, nmu) for op in ("mul", "squared")]
             + [_recurrent_spec(m, op, base) for op in ("add", "sub") for m in RECURRENT_BASELINES])
 
