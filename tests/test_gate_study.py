@@ -79,12 +79,12 @@ def _verdict(store):
 
 
 def test_why_names_the_gate_when_the_fit_falls_with_it(tmp_path):
-    store = _store(tmp_path / "s.sqlite", {None: 98.0, 1.0: 0.02, 0.999: 0.5, 0.99: 60.0, 0.9: 90.0}, 0.47,
+    store = _store(tmp_path / "s.sqlite", {None: 98.0, 1.0: 0.02, 0.999: 5.0, 0.99: 60.0, 0.9: 99.0}, 0.47,
                    longer=97.0)
     v = _verdict(store)
     assert v.answer == NOT_REPRODUCED
     assert v.why.startswith("The gate: any share of the multiplicative path")
-    assert ("normalised error at the training length 10: 0.02 at g = 1, 0.5 at g = 0.999, 60 at g = 0.99, 90 at "
+    assert ("normalised error at the training length 10: 0.02 at g = 1, 5 at g = 0.999, 60 at g = 0.99, 99 at "
             "g = 0.9, 98 with the learned gate (which ends at 0.47") in v.why
     assert "4 seeds × 100 steps" in v.why and "even at g = 1 (the NAC cell) this budget reaches 2 at 1,000" in v.why
     assert "the learned gate at 500 steps: 97 at 10, 9.7e+03 at 1,000" in v.why
