@@ -254,7 +254,8 @@ def test_a_killed_driver_loses_nothing_and_repeats_no_finished_task(cluster, tmp
 #: The identity and arithmetic parts of a tiny grid (2 seeds, 10 steps), with batches big enough for numpy's
 #: OpenBLAS to split a gradient product over its threads: on the 2-core machine of the issue, (64, B) @ (B, 64)
 #: rounded differently with 2 threads than with 1 from B = 1,000, and (2, B) @ (B, 100) from B = 10,000.
-LAUNCH_GRID = [["identity", "--model", "relu", "--hidden-layers", "64,64", "--batch-size", "1000", "--grid-points", "21"],
+LAUNCH_GRID = [["identity", "--model", "relu", "--hidden-layers", "64,64", "--batch-size", "1000",
+                "--grid-points", "21"],
                ["arithmetic", "--model", "nau-nau", "--batch-size", "10000"]]
 LAUNCH_DRIVER = """import json, sys
 import nalm.engine.reproduce as R
@@ -307,4 +308,5 @@ def test_rows_are_identical_however_nalm_is_launched(cluster, tmp_path):
     rows = {name: _exported(path) for name, path in stores.items()}
     assert len(rows["1"]) == 4 and all(len(r) == 4 for r in rows.values())
     differ = {name: d for name, r in rows.items() if (d := _differences(r, rows["1"]))}
-    assert not differ, {name: [f"{len(d)} fields differ from OMP_NUM_THREADS=1's", *d[:3]] for name, d in differ.items()}
+    assert not differ, {name: [f"{len(d)} fields differ from OMP_NUM_THREADS=1's", *d[:3]]
+                        for name, d in differ.items()}

@@ -5,7 +5,8 @@ from their last checkpoint, and spreads the rest over ``jobs`` worker processes 
 is leased in the store while it trains, so two ``reproduce`` processes on one store share the work and never train
 the same configuration twice; a run leased by another live process is put back and tried again when nothing else is
 left. Before it starts, ``reproduce`` prints the number of runs and the time it expects them to take (from each
-experiment's cost estimate); one progress bar (on a terminal) shows the runs done and the ETA.
+experiment's cost estimate); one progress bar (on a terminal) shows the runs done and the ETA. A dry run prints that
+plan, configuration by configuration, and stops there: nothing is trained and the store is neither created nor written.
 
 Executors: ``local`` (the default) is the process pool above; ``ray`` sends every (configuration × block of seeds) to
 a Ray cluster as one task, and this process alone writes the store (:mod:`nalm.engine.executors.ray_executor`). ``shard``
@@ -21,6 +22,7 @@ import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
 
 from nalm.errors import ConfigError, NalmError
 
@@ -91,8 +93,9 @@ def _bar(total: float, runs: int, profile: str, enabled: bool):
 
 def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, jobs: int = 1,
               progress: bool = True, device: str = "cpu", poll: float = 2.0, executor: str = "local",
-              shard: tuple[int, int] | None = None, **ray_options) -> dict | None:
-    """Run every configuration of ``profile`` (of ``shard``) not yet finished in the store, with ``executor``.
+              shard: tuple[int, int] | None = None, dry_run: bool = False, **ray_options) -> dict | None:
+    """Run every configuration of ``profile`` (of ``shard``) not yet finished in the store, with ``executor``;
+    with ``dry_run`` only print the plan (:func:`print_plan`): nothing is trained and the store is not touched.
 
     ``ray_options`` go to :func:`nalm.engine.executors.ray_executor.run_sweep` (address, seed_block, max_in_flight,
     max_retries, checkpoint_every); the Ray executor returns its counts (tasks, finished, failed, seconds, ...)."""
@@ -102,6 +105,8 @@ def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, j
         given = ", ".join(k for k, v in ray_options.items() if v is not None)
         raise ConfigError(f"{given}: options of --executor ray, not of the local process pool")
     todo = shard_of(specs(profile, only), shard)
+    if dry_run:
+        return print_plan(todo, stored_keys(store_path), profile, jobs, executor)
     with Store(store_path) as store:  # create the database (and fail early on a bad path) before starting workers
         finished = {r["key"] for r in store.runs()}
     todo = [s for s in todo if config_key(s.resolved()) not in finished]
@@ -162,6 +167,40 @@ def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, j
     if failed:
         raise NalmError(f"{len(failed)} of {len(todo)} runs failed (the others are in the store):\n  "
                         + "\n  ".join(failed))
+
+
+def stored_keys(store_path) -> set[str]:
+    """Keys of the finished runs in the store, read without creating the file (a missing or empty one has none)
+    or writing to it."""
+    path = Path(store_path)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return set()
+    with Store(path, readonly=True) as store:
+        return {r["key"] for r in store.runs()}
+
+
+def print_plan(todo: list[RunSpec], finished: set[str], profile: str, jobs: int, executor: str) -> None:
+    """The dry run of ``reproduce``, on stdout: per experiment, the configurations to run (seeds × steps and the
+    estimated core-minutes of each, from the experiment's cost estimate) and those already in the store; then the
+    totals, with the wall time on ``jobs`` worker processes."""
+    groups: dict[str, list] = {}
+    for spec in todo:
+        key = config_key(spec.resolved())
+        groups.setdefault(spec.experiment, []).append((spec, key, key in finished, spec.exp.cost(spec)))
+    total = runs = stored = 0
+    for name, rows in groups.items():
+        cost = sum(c for _, _, done, c in rows if not done)
+        n_done = sum(done for _, _, done, _ in rows)
+        print(f"{name}: {len(rows) - n_done} to run, {n_done} already in the store; {cost / 60:,.1f} core-minutes")
+        for spec, key, done, c in rows:
+            t = spec.train
+            print(f"  {'stored' if done else 'run   '} {key}  {spec.name}  {t.seeds} seeds × {t.iterations:,} steps"
+                  + ("" if done else f"  {c / 60:,.1f} core-min"))
+        total, runs, stored = total + cost, runs + len(rows) - n_done, stored + n_done
+    wall = ("on a Ray cluster: about this divided by its CPUs" if executor == "ray" else
+            f"about {duration(total / max(1, min(jobs, runs)))} of wall time on {jobs} worker process(es)")
+    print(f"reproduce --profile {profile} (dry run, nothing trained or written): {runs} configurations to run, "
+          f"{stored} already in the store; {total / 60:,.1f} core-minutes, {wall}")
 
 
 def _reproduce_ray(todo, store_path, profile, progress, device, options) -> dict:
