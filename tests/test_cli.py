@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -83,3 +87,49 @@ def test_bench_throughput_json_rows(capsys):
         assert set(r) == {"mode", "model", "seeds", "processes", "threads", "seed_iterations_per_s", "peak_rss_mb"}
         assert r["model"] == "nau-nmu" and r["processes"] == 1 and r["threads"] == 1
         assert r["seed_iterations_per_s"] > 0 and r["peak_rss_mb"] > 0
+
+
+def test_dry_run_prints_the_plan_and_leaves_the_store_untouched(capsys, tmp_path):
+    from toy_experiment import Toy
+
+    from nalm.engine import (PROFILES, get_experiment, list_experiments, register_experiment, run,
+                             unregister_experiment)
+    from nalm.engine.reproduce import specs
+    from nalm.engine.store import Store, config_key
+
+    missing = tmp_path / "missing.sqlite"
+    for profile in PROFILES:  # every experiment with configurations in the profile has its plan and cost
+        code, out, _ = run_cli(["reproduce", "--profile", profile, "--dry-run", "--store", str(missing)], capsys)
+        assert code == 0 and not missing.exists() and "nothing trained or written" in out.splitlines()[-1]
+        for name in list_experiments():
+            if get_experiment(name).grid(profile):
+                assert f"\n{name}: " in f"\n{out}" and "core-minutes" in out, (profile, name)
+    register_experiment(Toy)
+    try:  # a store that holds one configuration of toy-sum's quick grid (6 configurations)
+        grid = specs("quick", ["toy-sum"])
+        store = tmp_path / "s.sqlite"
+        with Store(store) as s:
+            run(grid[0], s)
+        before = (store.read_bytes(), store.stat().st_mtime_ns)
+        for extra, todo in (([], 5), (["--shard", "0/2"], 2), (["--executor", "ray"], 5)):
+            code, out, _ = run_cli(["reproduce", "--only", "toy-sum", "--dry-run", "--store", str(store), *extra],
+                                   capsys)
+            assert code == 0 and f"toy-sum: {todo} to run, 1 already in the store" in out
+            assert f"stored {config_key(grid[0].resolved())}" in out and out.count("\n  run ") == todo
+            assert (store.read_bytes(), store.stat().st_mtime_ns) == before
+    finally:
+        unregister_experiment("toy-sum")
+
+
+@pytest.mark.parametrize("args", [["units"], ["sample", "identity", "--count", "3"]])
+def test_output_into_a_closed_pipe_ends_quietly(args):
+    command = [sys.executable, "-m", "nalm", *args]
+    out = subprocess.run(f"{shlex.join(command)} | head -1", shell=True, capture_output=True, text=True)
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 1 and out.stderr == ""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line: every write fails
+    try:
+        gone = subprocess.run(command, stdout=w, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(w)
+    assert gone.returncode == 141 and gone.stderr == ""  # 128 + SIGPIPE, as a shell reports a process it ended

@@ -248,3 +248,65 @@ def test_a_killed_driver_loses_nothing_and_repeats_no_finished_task(cluster, tmp
     assert stats["tasks"] == 8 - done and stats["failed"] == 0  # nothing finished is trained again
     assert {k: v for k, v in _blocks_done(path)[1].items() if k in finished} == finished  # nor rewritten
     assert _content(path) == _content(_reference(_specs(sleep=0.3), tmp_path / "local.sqlite"))
+
+
+# -- the same rows however nalm is launched (issue 24) --------------------------------------------------------------
+#: The identity and arithmetic parts of a tiny grid (2 seeds, 10 steps), with batches big enough for numpy's
+#: OpenBLAS to split a gradient product over its threads: on the 2-core machine of the issue, (64, B) @ (B, 64)
+#: rounded differently with 2 threads than with 1 from B = 1,000, and (2, B) @ (B, 100) from B = 10,000.
+LAUNCH_GRID = [["identity", "--model", "relu", "--hidden-layers", "64,64", "--batch-size", "1000",
+                "--grid-points", "21"],
+               ["arithmetic", "--model", "nau-nau", "--batch-size", "10000"]]
+LAUNCH_DRIVER = """import json, sys
+import nalm.engine.reproduce as R
+from nalm.engine import RunSpec, TrainConfig
+todo = [RunSpec(c["experiment"], c["model"], c["task"], TrainConfig(**c["train"])) for c in json.loads(sys.argv[1])]
+R.specs = lambda profile, only=None: todo  # the tiny grid as the profile: through reproduce's own worker processes
+R.reproduce("quick", sys.argv[2], jobs=1, progress=False)
+"""
+
+
+def _launch(args: list[str], threads: str | None, cwd: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                            "MKL_NUM_THREADS")}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = threads
+    out = subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def _exported(path: Path) -> list[dict]:
+    """`nalm export`'s rows of a store, by key and seed."""
+    with Store(path, readonly=True) as store:
+        store.export(path.with_suffix(".json"))
+    return sorted(json.loads(path.with_suffix(".json").read_text()), key=lambda r: (r["key"], r["seed"]))
+
+
+def _differences(rows: list[dict], reference: list[dict]) -> list[str]:
+    """Every field of ``rows`` whose JSON text differs from ``reference``'s (bit for bit), as name.seed.field."""
+    return [f"{r['name']}.{r['seed']}.{k}: {ref[k]!r} != {r[k]!r}" for r, ref in zip(rows, reference)
+            for k in ref if json.dumps(r.get(k)) != json.dumps(ref[k])]
+
+
+def test_rows_are_identical_however_nalm_is_launched(cluster, tmp_path):
+    """`nalm run` with OMP_NUM_THREADS=2, reproduce's workers with it unset and =1, and Ray tasks store the same
+    rows, bit for bit: every process that trains holds numpy's BLAS to torch's one thread."""
+    from nalm.engine.executors.ray_executor import run_sweep
+
+    stores = {name: tmp_path / f"{name}.sqlite" for name in ("run-2", "unset", "1", "ray")}
+    for args in LAUNCH_GRID:
+        _launch(["-m", "nalm", "run", *args, "--seeds", "2", "--iterations", "10", "--eval-every", "10",
+                 "--evaluation-size", "100", "--no-progress", "--store", str(stores["run-2"])], "2", tmp_path)
+    with Store(stores["run-2"], readonly=True) as store:
+        configs = [r["config"] for r in store.runs()]
+    assert len(configs) == 2
+    for threads in ("unset", "1"):
+        _launch(["-c", LAUNCH_DRIVER, json.dumps(configs), str(stores[threads])],
+                None if threads == "unset" else threads, tmp_path)
+    run_sweep([RunSpec(c["experiment"], c["model"], c["task"], TrainConfig(**c["train"])) for c in configs],
+              str(stores["ray"]), progress=False)
+    rows = {name: _exported(path) for name, path in stores.items()}
+    assert len(rows["1"]) == 4 and all(len(r) == 4 for r in rows.values())
+    differ = {name: d for name, r in rows.items() if (d := _differences(r, rows["1"]))}
+    assert not differ, {name: [f"{len(d)} fields differ from OMP_NUM_THREADS=1's", *d[:3]]
+                        for name, d in differ.items()}

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 
 from .errors import ConfigError, NalmError
@@ -127,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train(p, exp)
         _add_common(p, device=True)
         p.add_argument("--threads", type=int, default=1,
-                       help="intra-op threads of this process (default 1: faster for models this small; "
-                            "use --jobs in reproduce to fill more cores)")
+                       help="threads of this process, torch's and numpy's BLAS (default 1: faster for models this "
+                            "small; use --jobs in reproduce to fill more cores)")
         p.add_argument("--json", action="store_true", help="print the result as one JSON object")
         p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
 
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--shard", metavar="I/N", type=_shard,
                      help="only configurations I, I+N, I+2N, ... of the grid (0 <= I < N): one job of a job array, "
                           "each with its own --store, combined with `nalm merge`")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="print the configurations that would run, those already in the store, and the estimated "
+                          "core-minutes and wall time; train nothing and leave the store untouched")
     ray = rep.add_argument_group("ray executor")
     ray.add_argument("--address", help="join this Ray cluster: auto (the one `ray start` runs here) or HOST:PORT "
                                        "(default: start a local cluster with this machine's cores)")
@@ -205,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--units", default="nau-nmu,nalu-nalu,relu6", help="models (default nau-nmu,nalu-nalu,relu6)")
     bt.add_argument("--seeds", default="1,10,100,1000", help="seed counts of the batched trainer (default 1,10,100,1000)")
     bt.add_argument("--steps", type=int, default=2000, help="training steps per measurement (default 2000)")
-    bt.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    bt.add_argument("--threads", type=int, default=1, help="threads, torch's and numpy's BLAS (default 1)")
     bt.add_argument("--repeat", type=int, default=1,
                     help="measure each row this many times, each in a fresh process, and keep the fastest "
                          "(default 1; use 3 or more on a machine shared with other work)")
@@ -254,6 +258,19 @@ def _short(v):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; its exit status. Output into a closed pipe (``nalm units | head -1``) ends quietly with 141,
+    the status a shell reports for a process ended by SIGPIPE."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # --help's exit too: a closed pipe shows here, not as a traceback when Python flushes at exit
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader of our output has gone (workers fail as other errors)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left unflushed goes nowhere
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         parser = build_parser()
     except NalmError as e:  # a broken experiment plug-in
@@ -348,7 +365,7 @@ def _dispatch(args) -> int:
                               f"checks that it has the device)")
         reproduce(args.profile, args.store, only=_only(args.only), jobs=args.jobs or os.cpu_count() or 1,
                   progress=not args.no_progress, device=args.device, executor=args.executor, shard=args.shard,
-                  **ray_options)
+                  dry_run=args.dry_run, **ray_options)
         return 0
     if args.command == "merge":
         from .engine.store import Store

@@ -6,7 +6,8 @@ is leased in the store while it trains, so two ``reproduce`` processes on one st
 the same configuration twice; a run leased by another live process is put back and tried again when nothing else is
 left. Before it starts, ``reproduce`` prints the number of runs and the time it expects them to take (from each
 experiment's cost estimate, calibrated on the seconds of the store's finished runs: :mod:`.calibration`); one
-progress bar (on a terminal) shows the runs done and the ETA.
+progress bar (on a terminal) shows the runs done and the ETA. A dry run prints that plan, configuration by
+configuration, and stops there: nothing is trained and the store is neither created nor written.
 
 Executors: ``local`` (the default) is the process pool above; ``ray`` sends every (configuration × block of seeds) to
 a Ray cluster as one task, and this process alone writes the store (:mod:`nalm.engine.executors.ray_executor`). ``shard``
@@ -22,6 +23,7 @@ import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
 
 from nalm.errors import ConfigError, NalmError
 
@@ -93,8 +95,9 @@ def _bar(total: float, runs: int, profile: str, enabled: bool):
 
 def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, jobs: int = 1,
               progress: bool = True, device: str = "cpu", poll: float = 2.0, executor: str = "local",
-              shard: tuple[int, int] | None = None, **ray_options) -> dict | None:
-    """Run every configuration of ``profile`` (of ``shard``) not yet finished in the store, with ``executor``.
+              shard: tuple[int, int] | None = None, dry_run: bool = False, **ray_options) -> dict | None:
+    """Run every configuration of ``profile`` (of ``shard``) not yet finished in the store, with ``executor``;
+    with ``dry_run`` only print the plan (:func:`print_plan`): nothing is trained and the store is not touched.
 
     ``ray_options`` go to :func:`nalm.engine.executors.ray_executor.run_sweep` (address, seed_block, max_in_flight,
     max_retries, checkpoint_every); the Ray executor returns its counts (tasks, finished, failed, seconds, ...)."""
@@ -104,6 +107,8 @@ def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, j
         given = ", ".join(k for k, v in ray_options.items() if v is not None)
         raise ConfigError(f"{given}: options of --executor ray, not of the local process pool")
     todo = shard_of(specs(profile, only), shard)
+    if dry_run:
+        return print_plan(todo, stored_runs(store_path), profile, jobs, executor)
     with Store(store_path) as store:  # create the database (and fail early on a bad path) before starting workers
         runs = store.runs()
     finished = {r["key"] for r in runs}
@@ -166,6 +171,41 @@ def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, j
     if failed:
         raise NalmError(f"{len(failed)} of {len(todo)} runs failed (the others are in the store):\n  "
                         + "\n  ".join(failed))
+
+
+def stored_runs(store_path) -> list[dict]:
+    """The finished runs in the store, read without creating the file (a missing or empty one has none) or
+    writing to it."""
+    path = Path(store_path)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return []
+    with Store(path, readonly=True) as store:
+        return store.runs()
+
+
+def print_plan(todo: list[RunSpec], runs: list[dict], profile: str, jobs: int, executor: str) -> None:
+    """The dry run of ``reproduce``, on stdout: per experiment, the configurations to run (seeds × steps and the
+    estimated core-minutes of each, from the experiment's cost estimate calibrated on the store's finished ``runs``)
+    and those already in the store; then the totals, with the wall time on ``jobs`` worker processes."""
+    finished, calibration = {r["key"] for r in runs}, calibrate(runs)
+    groups: dict[str, list] = {}
+    for spec in todo:
+        key = config_key(spec.resolved())
+        groups.setdefault(spec.experiment, []).append((spec, key, key in finished, calibration.cost(spec)))
+    total = to_run = stored = 0
+    for name, rows in groups.items():
+        cost = sum(c for _, _, done, c in rows if not done)
+        n_done = sum(done for _, _, done, _ in rows)
+        print(f"{name}: {len(rows) - n_done} to run, {n_done} already in the store; {cost / 60:,.1f} core-minutes")
+        for spec, key, done, c in rows:
+            t = spec.train
+            print(f"  {'stored' if done else 'run   '} {key}  {spec.name}  {t.seeds} seeds × {t.iterations:,} steps"
+                  + ("" if done else f"  {c / 60:,.1f} core-min"))
+        total, to_run, stored = total + cost, to_run + len(rows) - n_done, stored + n_done
+    wall = ("on a Ray cluster: about this divided by its CPUs" if executor == "ray" else
+            f"about {duration(total / max(1, min(jobs, to_run)))} of wall time on {jobs} worker process(es)")
+    print(f"reproduce --profile {profile} (dry run, nothing trained or written): {to_run} configurations to run, "
+          f"{stored} already in the store; {total / 60:,.1f} core-minutes, {wall}; {calibration.describe(groups)}")
 
 
 def _reproduce_ray(todo, store_path, profile, progress, device, options) -> dict:

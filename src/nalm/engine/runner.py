@@ -14,6 +14,7 @@ import threading
 import time
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from nalm.errors import ConfigError
 
@@ -100,9 +101,14 @@ def run(spec: RunSpec, store: Store, *, progress: bool = False, device=None, wai
 
 
 def set_threads(threads: int) -> None:
-    """Intra-op threads for this process. One is the default: for models this small, two threads were several
-    times slower than one (README, Performance); use processes, not threads, to fill the cores."""
+    """Threads of this process: torch's intra-op threads, and those of numpy's BLAS and of every OpenMP pool loaded
+    (threadpoolctl), which otherwise follow OMP_NUM_THREADS or the core count. Every process nalm trains in calls
+    it, so that the numpy fast paths round the same way however nalm is launched: OpenBLAS splits a large product
+    over its threads and then adds in another order (tests/test_ray.py). One is the default: for models this small,
+    two threads were several times slower than one (README, Performance); use processes, not threads, to fill the
+    cores."""
     torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # not as a context: the limit stays for the life of the process
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -22,6 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from nalm.engine import set_threads
 from nalm.engine.train import DEFAULT_REGULARIZERS, Hooks, TrainConfig, train
 from nalm.errors import ConfigError
 from nalm.nn.models import build_model, parse_model
@@ -80,7 +81,7 @@ def batched_loop(model_name: str, seeds: int, steps: int, eval_every: int = 1000
 
 
 def _measure(mode: str, model: str, seeds: int, steps: int, threads: int, device: str = "cpu") -> dict:
-    torch.set_num_threads(threads)
+    set_threads(threads)
     if mode == "reference":
         rate = reference_loop(model, steps)
     else:

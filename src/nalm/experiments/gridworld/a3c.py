@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from nalm.engine import set_threads
 from nalm.errors import ConfigError
 
 from .a2c import A2C, A2CConfig, make_optimizer
@@ -63,7 +64,7 @@ def _streams(seed: int, rank: int, round_: int) -> tuple[int, np.random.Generato
 
 def _worker(rank: int, agent: ActorCritic, optimizer: torch.optim.Optimizer, env_config: TimeGridConfig,
             config: A2CConfig, seed: int, updates: int, round_: int, results) -> None:
-    torch.set_num_threads(1)
+    set_threads(1)
     local = copy.deepcopy(agent)
     trainer = A2C(local, env_config, config, seeds=[seed])
     # Each worker plays its own episodes and samples its own actions: streams named by (seed, rank, round).

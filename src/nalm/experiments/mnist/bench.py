@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from nalm.engine import set_threads
 from nalm.engine.task import seed_generators, torch_generators
 from nalm.engine.train import Hooks, make_optimizer, training_step
 from nalm.errors import ConfigError
@@ -83,7 +84,7 @@ def mnist_rows(nets, batch: int = 16, steps: int = 3, repeat: int = 2, pool: tup
     unknown = [n for n in nets if n not in DIGIT_NETS]
     if unknown:
         raise ConfigError(f"unknown digit net(s) {unknown}; choose from: {', '.join(DIGIT_NETS)}")
-    torch.set_num_threads(1)
+    set_threads(1)
     mnist = synthetic_mnist(*pool)
     held_out = min(1000, pool[0] // 2)
     config = MnistSequenceConfig(validation=held_out, validation_sequences=100, test_sequences=100)
