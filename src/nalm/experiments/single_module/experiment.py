@@ -48,11 +48,12 @@ QUICK_RANGES, QUICK_SEEDS, QUICK_ITERATIONS = "1,4,6,8", 5, 5_000
 
 def train_config(unit: str, iterations: int = ITERATIONS, seeds: int = SEEDS, scale: float = 1.0,
                  **more) -> TrainConfig:
-    """The Primer's protocol for ``unit`` (batch 128, evaluation every 1,000 steps), the ramp scaled by ``scale``."""
+    """The Primer's protocol for ``unit`` (batch 128, evaluation every 1,000 steps), the ramp scaled by ``scale``;
+    ``more``: other TrainConfig fields (they override the unit's learning rate and clipping)."""
     start, end = (int(scale * t) for t in RAMP)
     regs = {u: asdict(Regularizer(s, start, end)) for u, s in SCALES.items()}
-    return TrainConfig(iterations=iterations, seeds=seeds, learning_rate=LEARNING_RATE.get(unit, 1e-3),
-                       grad_clip=GRAD_CLIP.get(unit), regularizers=regs, **more)
+    more = {"learning_rate": LEARNING_RATE.get(unit, 1e-3), "grad_clip": GRAD_CLIP.get(unit), **more}
+    return TrainConfig(iterations=iterations, seeds=seeds, regularizers=regs, **more)
 
 
 #: Seconds of one core per step and slot at 2 inputs, by unit (a: per step, b: per step and slot), and per
@@ -60,6 +61,15 @@ def train_config(unit: str, iterations: int = ITERATIONS, seeds: int = SEEDS, sc
 #: machine shared with other work; see README).
 COST = {"nau": (6e-4, 2e-6), "nmu": (6e-4, 3e-6), "nalu": (1.2e-3, 6e-6), "inalu": (1.5e-3, 8e-6)}
 COST_DEFAULT, COST_EVAL = (1.2e-3, 6e-6), 2e-8
+
+
+def full_grid(units: dict[str, tuple[str, ...]]) -> list[RunSpec]:
+    """The whole benchmark for a unit table (operation -> units): each unit on its operations, all nine ranges,
+    25 seeds × 50,000 steps; and the division paper's input redundancy (input size 10) for the NMRU and RealNPU
+    on ÷ where the table has them (a claim)."""
+    specs = [RunSpec("single-module", u, {"operation": op}, train_config(u)) for op, us in units.items() for u in us]
+    return specs + [RunSpec("single-module", u, {"operation": "div", "input_size": 10}, train_config(u))
+                    for u in ("nmru", "realnpu") if u in units.get("div", ())]
 
 
 @register_experiment
@@ -130,17 +140,13 @@ class SingleModule(Experiment):
         return name + ("" if config.input_size == 2 else f"/inputs={config.input_size}")
 
     def grid(self, profile):
-        """quick: :data:`QUICK_UNITS` on :data:`QUICK_RANGES`; acceptance and paper: every unit of :data:`UNITS`
-        on its operations, all nine ranges, 25 seeds × 50,000 steps, and the division paper's input redundancy
-        (input size 10) for the NMRU and RealNPU on ÷ (a claim)."""
+        """quick: :data:`QUICK_UNITS` on :data:`QUICK_RANGES`; acceptance and paper: :func:`full_grid` of
+        :data:`UNITS`."""
         if profile == "quick":
             return [RunSpec(self.name, u, {"operation": op, "ranges": QUICK_RANGES},
                             train_config(u, QUICK_ITERATIONS, QUICK_SEEDS, scale=0.1, eval_every=500))
                     for op, units in QUICK_UNITS.items() for u in units]
-        specs = [RunSpec(self.name, u, {"operation": op}, train_config(u)) for op, units in UNITS.items()
-                 for u in units]
-        return specs + [RunSpec(self.name, u, {"operation": "div", "input_size": 10}, train_config(u))
-                        for u in ("nmru", "realnpu")]
+        return full_grid(UNITS)
 
     def cost(self, spec):
         c, tr = spec.task_config(), spec.train
