@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,8 +15,8 @@ from nalm.engine.reproduce import specs
 from nalm.engine.store import Store
 from nalm.errors import ConfigError
 from nalm.experiments.single_module.experiment import NEW_UNITS, UNITS, full_grid, train_config
-from nalm.experiments.single_module.task import (RANGES, SingleModuleConfig, SingleModuleTask, stream_id,
-                                                 success_threshold)
+from nalm.experiments.single_module.task import (RANGES, SingleModuleConfig, SingleModuleTask, perturbed,
+                                                 stream_id, success_threshold)
 from nalm.units import list_units
 
 EXP = get_experiment("single-module")
@@ -66,13 +67,21 @@ def test_slots_draw_their_own_range_and_stream():
     assert task.thresholds[0] != task.thresholds[2]
 
 
-def test_threshold_is_the_perturbed_solution_mse():
-    # Range 6 tests on U[2, 6). Two inputs: a' = (1 − ε)x₁ + εx₂, b' = εx₁ + (1 − ε)x₂, so a' + b' = x₁ + x₂ and
-    # a'b' − x₁x₂ = ε(x₁ − x₂)² + O(ε²); x₁ − x₂ = 4(u − v) with E[(u − v)⁴] = 1/15 for u, v ~ U[0, 1).
-    assert success_threshold("add", 6, 2, 1e-5, 10_000) < 1e-20
-    mul = success_threshold("mul", 6, 2, 1e-5, 100_000)
-    assert mul == pytest.approx(1e-10 * 4 ** 4 / 15, rel=0.02)
-    assert success_threshold("add", 6, 10, 1e-5, 10_000) > 0  # distractors enter the perturbed sum
+def test_threshold_is_the_perturbed_module_mse():
+    # Range 6 tests on U[2, 6): E[x] = 4, Var x = 4/3. + and −: y' − y = −ε(x₀ ± x₁), so the threshold is
+    # ε²·E[(x₀ ± x₁)²] = ε²·(2·(16 + 4/3) ± 2·16).
+    eps = 1e-5
+    assert success_threshold("add", 6, 2, eps, 200_000) == pytest.approx(eps ** 2 * (2 * (16 + 4 / 3) + 32), rel=0.01)
+    assert success_threshold("sub", 6, 2, eps, 200_000) == pytest.approx(eps ** 2 * 8 / 3, rel=0.01)
+    # × and ÷: y' = y·(|x₀|^{−ε}|x₁|^{∓ε}) = y·(1 − ε log|x₀| ∓ ε log|x₁| + O(ε²)): second order in ε.
+    for op in ("mul", "div"):
+        assert success_threshold(op, 6, 2, 2 * eps, 10_000) == pytest.approx(4 * success_threshold(
+            op, 6, 2, eps, 10_000), rel=1e-3)
+    x = np.array([[-3.0, 2.0, 5.0]])
+    assert perturbed("mul", x, 0.1)[0] == pytest.approx(-(3 ** 0.9) * 2 ** 0.9 * 5 ** 0.1)
+    assert perturbed("div", x, 0.1)[0] == pytest.approx(-(3 ** 0.9) / 2 ** 0.9 * 5 ** 0.1)
+    assert perturbed("sub", x, 0.1)[0] == pytest.approx(0.9 * -5 + 0.5)
+    assert success_threshold("add", 6, 10, eps, 10_000) > success_threshold("add", 6, 2, eps, 10_000)
 
 
 def test_json_prints_one_object_with_every_range(tmp_path, capsys):

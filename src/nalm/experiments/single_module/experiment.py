@@ -56,11 +56,13 @@ def train_config(unit: str, iterations: int = ITERATIONS, seeds: int = SEEDS, sc
     return TrainConfig(iterations=iterations, seeds=seeds, regularizers=regs, **more)
 
 
-#: Seconds of one core per step and slot at 2 inputs, by unit (a: per step, b: per step and slot), and per
-#: evaluated row and slot (c). Measured with ``nalm bench single-module`` (time.perf_counter, one thread, the 2-core
-#: machine shared with other work; see README).
-COST = {"nau": (6e-4, 2e-6), "nmu": (6e-4, 3e-6), "nalu": (1.2e-3, 6e-6), "inalu": (1.5e-3, 8e-6)}
-COST_DEFAULT, COST_EVAL = (1.2e-3, 6e-6), 2e-8
+#: Seconds of one core per step (a) and per step and slot (b) at 2 inputs, batch 128 and an evaluation of 2 × 10,000
+#: rows every 1,000 steps (folded in). Calibrated on ``nalm bench single-module --units nau,nmu,nalu,inalu,realnpu
+#: --steps 1000`` (2-core machine under a load of ~6 from other work, torch 2.13, one thread): a + 225·b is the
+#: all-ranges row's time per step, 9·(a + 25·b) the per-range row's. Units not measured (the new ones) get DEFAULT.
+COST = {"nau": (1.0e-3, 2.4e-5), "nmu": (1.0e-3, 2.3e-5), "nalu": (1.9e-3, 1.4e-5), "inalu": (4.0e-3, 1.9e-5),
+        "realnpu": (2.3e-3, 4.7e-5), "npu": (2.3e-3, 4.7e-5)}
+COST_DEFAULT = (2.0e-3, 3.0e-5)
 
 
 def full_grid(units: dict[str, tuple[str, ...]]) -> list[RunSpec]:
@@ -149,12 +151,11 @@ class SingleModule(Experiment):
         return full_grid(UNITS)
 
     def cost(self, spec):
+        """Seconds of one core (:data:`COST`); the slots' work grows with the inputs and the batch."""
         c, tr = spec.task_config(), spec.train
-        slots = len(c.range_indices) * tr.seeds
         a, b = COST.get(spec.model, COST_DEFAULT)
-        step = (a + b * slots * c.input_size / 2) * tr.batch_size / 128
-        evals = tr.iterations // tr.eval_every + 1
-        return tr.iterations * step + evals * COST_EVAL * slots * 2 * c.evaluation_size * c.input_size / 2
+        slots = len(c.range_indices) * tr.seeds
+        return tr.iterations * (a + b * slots * c.input_size / 2 * tr.batch_size / 128)
 
     def report(self, ctx):
         return single_report.section(self, ctx)
