@@ -137,3 +137,13 @@ def test_bad_options_are_named(options, needle):
         SingleModuleConfig(**options)
     with pytest.raises(ConfigError, match="unknown unit"):
         RunSpec("single-module", "nmu-nmu", {})
+
+
+def test_bench_smoke(capsys):
+    code = main(["bench", "single-module", "--units", "nau", "--seeds", "2", "--steps", "20", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0 and [(r["mode"], r["seeds"]) for r in rows] == [("all-ranges", 18), ("per-range", 18),
+                                                                      ("reference", 1)]
+    assert all(r["unit"] == "nau" and r["steps"] == 20 and r["seed_iterations_per_s"] > 0 for r in rows)
+    assert main(["bench", "single-module", "--units", "nope", "--steps", "5"]) == 2
+    assert "unknown unit 'nope'" in capsys.readouterr().err
