@@ -147,3 +147,17 @@ def test_bench_smoke(capsys):
     assert all(r["unit"] == "nau" and r["steps"] == 20 and r["seed_iterations_per_s"] > 0 for r in rows)
     assert main(["bench", "single-module", "--units", "nope", "--steps", "5"]) == 2
     assert "unknown unit 'nope'" in capsys.readouterr().err
+
+
+def test_seed_blocks_merge_into_the_records_of_one_run():
+    """The Ray executor's blocks of model seeds: 3 seeds as blocks of 2 + 1 on two ranges give the records of the
+    3 seeds trained at once (in block order), and a block missing is an error."""
+    from nalm.engine.executors import block_spec, merge_blocks
+
+    spec, whole = _run("nau", "0,6", 3)
+    parts = [{"first_seed": f, "seeds": n, "records": EXP.train(block_spec(spec, f, n)).records, "artifacts": {},
+              "seconds": 0} for f, n in ((0, 2), (2, 1))]
+    merged = merge_blocks(spec, parts)
+    assert sorted(json.dumps(r) for r in merged.records) == sorted(json.dumps(r) for r in whole.records)
+    with pytest.raises(ValueError, match="cover seeds"):
+        merge_blocks(spec, parts[:1])
