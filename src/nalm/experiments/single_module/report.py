@@ -41,10 +41,10 @@ def _solves(model: str, ops: tuple[str, ...], ranges: tuple[int, ...] | None, wo
                         bad.append(found[-1])
         if not found:
             return Verdict(NOT_RUN, f"no finished run of {model} on {words}")
-        covered = {f.split(": ")[0] for f in found}
         wanted = len(ops) * (len(ranges) if ranges is not None else len(RANGES))
-        head = f"success (≥ 90 % needed) on {len(covered)} of {wanted} (operation, range) pairs"
-        return Verdict(NOT_REPRODUCED if bad else REPRODUCED, f"{head}: " + "; ".join(bad or found))
+        head = f"{len(found)} of the {wanted} (operation, range) pairs run"
+        return Verdict(NOT_REPRODUCED if bad else REPRODUCED,
+                       f"{head}; below 90 %: " + "; ".join(bad) if bad else f"{head}, each ≥ 90 %: " + "; ".join(found))
 
     return check
 
@@ -100,7 +100,8 @@ def _figure(path: Path, op: str, runs: list[dict]) -> bool:
         ax.set_xlabel("range (see the table)")
         ax.set_title(title, fontsize=10)
     axes[0].set_ylim(-5, 105)
-    axes[0].legend(fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(len(runs), 6), fontsize=8,
+               bbox_to_anchor=(0.5, -0.1))
     fig.suptitle(f"Single-module arithmetic, x₁ {OPERATIONS[op][1]} x₂", fontsize=11)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return True
