@@ -10,9 +10,11 @@ import torch
 
 from nalm.cli import main
 from nalm.engine import ReportContext, RunSpec, TrainConfig, get_experiment
+from nalm.engine.executors import block_spec, merge_blocks
 from nalm.engine.ranges import Range
 from nalm.engine.reproduce import specs
 from nalm.engine.store import Store
+from nalm.engine.task import seed_generators
 from nalm.errors import ConfigError
 from nalm.experiments.single_module.experiment import NEW_UNITS, UNITS, full_grid, train_config
 from nalm.experiments.single_module.task import (RANGES, SingleModuleConfig, SingleModuleTask, perturbed,
@@ -52,8 +54,6 @@ def test_slots_draw_their_own_range_and_stream():
     config = SingleModuleConfig(ranges="0,4,6")
     slots = [(0, 0), (4, 0), (6, 0), (6, 1)]
     task = SingleModuleTask(config, slots)
-    from nalm.engine.task import seed_generators
-
     x, y, _ = task.sample([g.bit_generator for g in seed_generators([stream_id(*s) for s in slots], "data")], 500)
     assert x.shape == (4, 500, 2) and torch.equal(y, x[..., :1] + x[..., 1:2])
     for i, (r, _) in enumerate(slots):
@@ -152,8 +152,6 @@ def test_bench_smoke(capsys):
 def test_seed_blocks_merge_into_the_records_of_one_run():
     """The Ray executor's blocks of model seeds: 3 seeds as blocks of 2 + 1 on two ranges give the records of the
     3 seeds trained at once (in block order), and a block missing is an error."""
-    from nalm.engine.executors import block_spec, merge_blocks
-
     spec, whole = _run("nau", "0,6", 3)
     parts = [{"first_seed": f, "seeds": n, "records": EXP.train(block_spec(spec, f, n)).records, "artifacts": {},
               "seconds": 0} for f, n in ((0, 2), (2, 1))]
