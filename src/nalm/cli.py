@@ -215,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default 1; use 3 or more on a machine shared with other work)")
     _add_common(bt, store=False, device=True)
     bt.add_argument("--json", action="store_true", help="print a JSON list")
+    bs = bench_sub.add_parser("single-module", help="seed-iterations per second of the single-module benchmark: "
+                              "nine ranges as one seed axis, one range at a time, a one-model loop")
+    bs.add_argument("--units", default="nau,nmu,nalu,realnpu", help="units (default nau,nmu,nalu,realnpu)")
+    bs.add_argument("--seeds", type=int, default=25, help="seeds per range (default 25: S = 225)")
+    bs.add_argument("--steps", type=int, default=1000, help="training steps per measurement (default 1000)")
+    bs.add_argument("--op", default="mul", choices=("add", "sub", "mul", "div"), help="operation (default mul)")
+    bs.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    bs.add_argument("--json", action="store_true", help="print a JSON list")
     bm = bench_sub.add_parser("mnist", help="images per CPU-second of the MNIST sequence experiments (Table 2): "
                               "the trainer at S = 1 and 10 against ten one-model runs, and one evaluation")
     bm.add_argument("--nets", default="small,mnist2018", help="digit nets (default small,mnist2018)")
@@ -388,6 +396,10 @@ def _dispatch(args) -> int:
             n = store.export(args.path, experiments=args.experiment)
         print(f"wrote {n} rows to {args.path}")
         return 0
+    if args.command == "bench" and args.benchmark == "single-module":
+        from .experiments.single_module.bench import bench_cli
+
+        return bench_cli(args)
     if args.command == "bench" and args.benchmark == "mnist":
         from .experiments.mnist.bench import mnist_cli
 

@@ -313,14 +313,16 @@ class _Bookkeeping:
 
 
 def train(model: nn.Module, task: Task, config: TrainConfig, *, store=None, key: str | None = None,
-          progress: bool = False, desc: str = "", device=None) -> TrainResult:
+          progress: bool = False, desc: str = "", device=None, seeds: Sequence[int] | None = None) -> TrainResult:
     """Train ``model`` (S stacked seeds) on ``task``; checkpoint into ``store`` under ``key`` after every evaluation.
 
     When ``store`` already holds a checkpoint for ``key`` the run resumes from it and ends with the same numbers
-    as an uninterrupted run. ``device`` (default the CPU) holds the model and each batch.
+    as an uninterrupted run. ``device`` (default the CPU) holds the model and each batch. ``seeds`` (default
+    ``config.seed_ids``) are the ids of the seed axis' streams, one per slot: an experiment whose slots are more than
+    model seeds (e.g. (range, seed) pairs) gives each slot its own id; the records' ``seed`` is that id.
     """
     t0 = time.perf_counter()
-    seeds = config.seed_ids
+    seeds = list(config.seed_ids if seeds is None else seeds)
     S = len(seeds)
     model.reset_parameters(torch_generators(seeds, "init"))
     if device is not None:

@@ -8,6 +8,8 @@ in :mod:`nalm.nn` or :mod:`nalm.engine`.
 - :mod:`~nalm.experiments.identity`: Figure 1, MLPs that fail to extrapolate the identity.
 - :mod:`~nalm.experiments.arithmetic`: Table 1, static and recurrent arithmetic (``arithmetic``,
   ``arithmetic-recurrent``).
+- :mod:`~nalm.experiments.single_module`: the NALM Primer's single-module benchmark (``single-module``; not in the
+  paper: every unit on nine ranges).
 - :mod:`~nalm.experiments.mnist`: Table 2 (``mnist-count``, ``mnist-sum``) and Table 4 (``mnist-parity``), with
   the offline MNIST loader they share.
 - :mod:`~nalm.experiments.number_words`: Table 3 and Figure 3.
@@ -20,8 +22,8 @@ from __future__ import annotations
 import importlib
 
 #: The modules that register the built-in experiments, in the order of the paper (the report's order).
-BUILTIN = ("identity.experiment", "arithmetic.experiment", "mnist.counting", "number_words.experiment",
-           "programs.experiment", "gridworld.experiment", "mnist.parity")
+BUILTIN = ("identity.experiment", "arithmetic.experiment", "single_module.experiment", "mnist.counting",
+           "number_words.experiment", "programs.experiment", "gridworld.experiment", "mnist.parity")
 
 for _module in BUILTIN:
     importlib.import_module(f"{__name__}.{_module}")

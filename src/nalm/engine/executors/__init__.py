@@ -80,8 +80,11 @@ def merge_blocks(spec: RunSpec, blocks: list[dict]) -> TrainResult:
     blocks = sorted(blocks, key=lambda b: b["first_seed"])
     records = [r for b in blocks for r in b["records"]]
     wanted = spec.train.seed_ids
-    if [r["seed"] for r in records] != wanted:
-        raise ValueError(f"{spec.name}: the blocks cover seeds {[r['seed'] for r in records]}, not {wanted}")
+    # A record's model seed is its "seed", or its "model_seed" where an experiment's seed axis carries more than
+    # model seeds (single-module: one record per (range, seed)); each wanted seed must be covered as often.
+    seeds = [r.get("model_seed", r["seed"]) for r in records]
+    if not seeds or sorted(seeds) != sorted(wanted * (len(seeds) // len(wanted))):
+        raise ValueError(f"{spec.name}: the blocks cover seeds {seeds}, not {wanted}")
     merge = getattr(spec.exp, "merge_artifacts", None)
     if merge is not None and len(blocks) > 1:
         artifacts = merge(spec, [(block_spec(spec, b["first_seed"], b["seeds"]), b["artifacts"]) for b in blocks],
