@@ -16,7 +16,7 @@ from nalm.engine.reproduce import specs
 from nalm.engine.store import Store
 from nalm.engine.task import seed_generators
 from nalm.errors import ConfigError
-from nalm.experiments.single_module.experiment import NEW_UNITS, UNITS, full_grid, train_config
+from nalm.experiments.single_module.experiment import UNITS, train_config
 from nalm.experiments.single_module.task import (RANGES, SingleModuleConfig, SingleModuleTask, perturbed,
                                                  stream_id, success_threshold)
 from nalm.units import list_units
@@ -110,19 +110,15 @@ def test_unit_table_and_grids():
     assert set(UNITS) == {"add", "sub", "mul", "div"}
     assert "nmu" not in UNITS["div"] and "nau" not in UNITS["mul"]
     assert all(u in UNITS[op] for u in ("nalu", "gnalu", "inalu") for op in UNITS)
-    known = set(list_units())
-    assert set(EXP.models) - known <= set(NEW_UNITS)  # every unit of the table exists, or is one of the new ones
+    assert set(EXP.models) <= set(list_units())  # every unit of the table is registered
     quick = specs("quick", ["single-module"])
-    assert quick and all(s.model in known for s in quick)
-    if set(NEW_UNITS) <= known:  # after the new units are merged: the whole table
-        assert len(EXP.grid("acceptance")) == sum(map(len, UNITS.values())) + 2
-    else:  # before: a clear error names the missing unit
-        with pytest.raises(ConfigError, match="unknown unit"):
-            EXP.grid("acceptance")
-    table = {op: tuple(u for u in us if u in known) for op, us in UNITS.items()}
-    acceptance = full_grid(table)
-    assert {(s.model, s.task["operation"]) for s in acceptance} == {(u, op) for op, us in table.items() for u in us}
-    assert [s.model for s in acceptance if s.task.get("input_size") == 10] == ["realnpu"]
+    acceptance = EXP.grid("acceptance")
+    assert len(acceptance) == sum(map(len, UNITS.values())) + 2
+    assert {(s.model, s.task["operation"]) for s in acceptance if s.task.get("input_size") != 10} == {
+        (u, op) for op, us in UNITS.items() for u in us}
+    assert [s.model for s in acceptance if s.task.get("input_size") == 10] == ["nmru", "realnpu"]
+    inalu = next(s for s in acceptance if s.model == "inalu")
+    assert inalu.train.grad_clip_value == 0.1 and inalu.train.regularizers["inalu"]["scale"] == 1.0
     assert all(s.train.seeds == 25 and s.train.iterations == 50_000 for s in acceptance)
     npu = next(s for s in acceptance if s.model == "npu")
     assert npu.train.learning_rate == 5e-3 and npu.train.regularizers["nmu"] == {"scale": 10.0, "start": 20_000,

@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from nalm.engine.ranges import Range
+from nalm.engine.runner import set_threads
 from nalm.engine.train import Hooks, train
 from nalm.errors import ConfigError
 from nalm.units import get_unit
 
-from .experiment import train_config
+from .experiment import UNIT_OPTIONS, train_config
 from .task import RANGES, SingleModuleConfig, SingleModuleTask, stream_id
 
 
@@ -48,7 +49,7 @@ def _reference(unit: str, steps: int, config: SingleModuleConfig, range_index: i
     sets = [(x[0], y[0]) for x, y in task.evaluation_sets().values()]
     (lo, hi), = Range.parse(RANGES[range_index][0]).intervals
     torch.manual_seed(0)
-    model = get_unit(unit, config.input_size, 1)
+    model = get_unit(unit, config.input_size, 1, **UNIT_OPTIONS.get(unit, {}))
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     hooks = Hooks.of(model, tc.regularizers)
     start = time.perf_counter()
@@ -62,6 +63,8 @@ def _reference(unit: str, steps: int, config: SingleModuleConfig, range_index: i
         loss.backward()
         if tc.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        if tc.grad_clip_value is not None:
+            torch.nn.utils.clip_grad_value_(model.parameters(), tc.grad_clip_value)
         optimizer.step()
         for module in hooks.constrained:
             module.post_step()
@@ -74,7 +77,7 @@ def _reference(unit: str, steps: int, config: SingleModuleConfig, range_index: i
 def bench(units: list[str], seeds: int, steps: int, operation: str = "mul", threads: int = 1) -> list[dict]:
     """Per unit: seed-iterations per second of all nine ranges at once (S = 9 · seeds), of one range at a time, and
     of the one-model loop."""
-    torch.set_num_threads(threads)
+    set_threads(threads)
     config = SingleModuleConfig(operation=operation)
     everything = tuple(range(len(RANGES)))
     rows = []

@@ -28,13 +28,16 @@ UNITS: dict[str, tuple[str, ...]] = {
     "mul": ("nac_mul", "nmu", "snmu", "nru", "nmru", "npu", "realnpu", *NALU_FAMILY),
     "div": ("nac_mul", "nru", "nmru", "npu", "realnpu", *NALU_FAMILY),
 }
-#: The units of the table that nalm registers in another change (issue 22, item 1): the grids name them, and a run
-#: of one fails with ConfigError until they are registered. Check with ``set(NEW_UNITS) <= set(list_units())``.
-NEW_UNITS = ("gnalu", "nru", "nmru", "snmu", "mcfc")
 #: The Primer's learning rates: Adam 10⁻³, the NPUs 5·10⁻³ (Heim et al. 2020).
 LEARNING_RATE = {"npu": 5e-3, "realnpu": 5e-3}
-#: Gradient clipping per seed, as the iNALU's authors train it (Schlör et al. 2020).
-GRAD_CLIP = {"inalu": 0.1}
+#: Elementwise gradient clipping, as the iNALU's authors train it (Schlör et al. 2020; on in the Primer's runs).
+GRAD_CLIP_VALUE = {"inalu": 0.1}
+#: Unit options of the benchmark (part of its protocol: a change needs a new ``protocol``): the iNALU with its
+#: authors' re-initialisation aid, as in the Primer's runs; the NMRU in the sign-retrieval form the division paper
+#: trains.
+UNIT_OPTIONS: dict[str, dict] = {"inalu": {"reinit": True}, "nmru": {"sign_retrieval": True}}
+#: The iNALU's own regulariser: λ 1 from step 10,000 (its authors' schedule).
+INALU_REGULARIZER = Regularizer(1.0, 10_000, 10_000)
 #: Sparsity regularisers, ramped over steps 20,000–35,000 (the Primer's protocol): NAU λ 0.01, NMU λ 10; the NMU's
 #: successors (sNMU, NRU, NMRU) the NMU's.
 RAMP = (20_000, 35_000)
@@ -52,8 +55,8 @@ def train_config(unit: str, iterations: int = ITERATIONS, seeds: int = SEEDS, sc
     """The Primer's protocol for ``unit`` (batch 128, evaluation every 1,000 steps), the ramp scaled by ``scale``;
     ``more``: other TrainConfig fields (they override the unit's learning rate and clipping)."""
     start, end = (int(scale * t) for t in RAMP)
-    regs = {u: asdict(Regularizer(s, start, end)) for u, s in SCALES.items()}
-    more = {"learning_rate": LEARNING_RATE.get(unit, 1e-3), "grad_clip": GRAD_CLIP.get(unit), **more}
+    regs = {u: asdict(Regularizer(s, start, end)) for u, s in SCALES.items()} | {"inalu": asdict(INALU_REGULARIZER)}
+    more = {"learning_rate": LEARNING_RATE.get(unit, 1e-3), "grad_clip_value": GRAD_CLIP_VALUE.get(unit), **more}
     return TrainConfig(iterations=iterations, seeds=seeds, regularizers=regs, **more)
 
 
@@ -89,8 +92,8 @@ class SingleModule(Experiment):
     model_help = "a registered unit as one layer input_size → 1: " + "; ".join(
         f"{op}: {', '.join(units)}" for op, units in UNITS.items())
     protocol = 1
-    #: The Primer's protocol for ``nalm run`` (``--learning-rate 5e-3`` for the NPUs, ``--grad-clip 0.1`` for the
-    #: iNALU: the profiles set them).
+    #: The Primer's protocol for ``nalm run`` (``--learning-rate 5e-3`` for the NPUs, elementwise clipping at 0.1
+    #: for the iNALU: the profiles set them).
     train_defaults = {"seeds": SEEDS, "regularizers": train_config("nau").regularizers}
     splits = ("train", "interpolation", "extrapolation")
     smoke = {"ranges": "0", "evaluation_size": 50}
@@ -105,7 +108,7 @@ class SingleModule(Experiment):
         return [(r, s) for r in config.range_indices for s in train.seed_ids]
 
     def model(self, config, model, num_seeds):
-        return get_unit(model, config.input_size, 1, num_seeds=num_seeds)
+        return get_unit(model, config.input_size, 1, num_seeds=num_seeds, **UNIT_OPTIONS.get(model, {}))
 
     def train(self, spec: RunSpec, *, store=None, key=None, progress=False, device=None) -> TrainResult:
         """Every slot of ``spec`` as one seed axis; each record gains its ``range`` and ``model_seed``."""
