@@ -29,7 +29,7 @@ bench: $(VENV)/.installed
 # The documentation site (mkdocs.yml) into site/; open site/index.html, or serve it with `.venv/bin/mkdocs serve`.
 docs: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[docs]'
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) results .pytest_cache site .cache
