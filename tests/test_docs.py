@@ -62,8 +62,13 @@ def test_experiment_pages_show_the_shipped_verdicts(tmp_path):
     # A claims table in the report's own format (nalm.engine.report writes it with reporting.table).
     report = tmp_path / "report.md"
     rows = [[name, claims[0].text, "**not reproduced**", "error 12.5 | median"]]
-    report.write_text("\n".join(["# nalm results", "", *table(["experiment", "claim", "answer", "numbers"], rows)]))
-    page = hook.experiment_page(name, hook.shipped_verdicts(report))
+    other = table(["model", "task", "success", "solved at"], [["nau-nau", "a + b", "100 %", "5,000"]])
+    report.write_text("\n".join(["# nalm results", "", "## The paper's claims", "",
+                                  *table(["experiment", "claim", "answer", "numbers"], rows),
+                                  "## Static arithmetic", "", *other]))
+    verdicts = hook.shipped_verdicts(report)
+    assert list(verdicts) == [(name, claims[0].text)]  # the claims table only, not the sections' tables
+    page = hook.experiment_page(name, verdicts)
     assert f"| {claims[0].text} | not reproduced | error 12.5 \\| median |" in page
     if len(claims) > 1:
         assert "not in the shipped report" in page

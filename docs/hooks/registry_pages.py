@@ -103,10 +103,12 @@ def shipped_verdicts(path: Path = REPORT) -> dict[tuple[str, str], tuple[str, st
     """(experiment, claim) -> (answer, numbers) from the claims table of the shipped report; None without one."""
     if not path.is_file():
         return None
-    verdicts = {}
+    verdicts, in_claims = {}, False
     for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):  # the claims table is the section "## The paper's claims" (nalm.engine.report)
+            in_claims = line.startswith("## The paper's claims")
         cells = line.strip().strip("|").split(" | ")
-        if len(cells) >= 4 and not line.startswith("|---") and cells[0].strip() != "experiment":
+        if in_claims and line.startswith("| ") and len(cells) >= 4 and cells[0].strip() != "experiment":
             name, claim, answer = (c.strip() for c in cells[:3])
             verdicts[name, claim] = (answer.strip("*"), " | ".join(cells[3:]).strip())
     return verdicts
@@ -129,7 +131,8 @@ def experiment_page(name: str, verdicts) -> str:
              f"in a sweep: `nalm reproduce --only {name}`. Registered by `{type(exp).__module__}`.", "",
              "## Task options", "", "Fields of its `Config`; each is an option of `nalm run` and `nalm sample`.", "",
              *_table(["option", "default", "meaning"], [_option(f) for f in dataclasses.fields(exp.Config)]),
-             "## Models", "", f"{(exp.model_help or 'The models it accepts').rstrip('.')}. Default: `{exp.default_model}`.", ""]
+             "## Models", "",
+             f"{(exp.model_help or 'The models it accepts').rstrip('.')}. Default: `{exp.default_model}`.", ""]
     if exp.models:
         lines += ["The paper's rows: " + ", ".join(f"`{m}`" for m in exp.models) + ".", ""]
     if exp.train_defaults:
