@@ -7,7 +7,7 @@ TORCH_PIN := torch==2.13.0
 # One intra-op thread per process: for models this small two threads were far slower (see README, Performance).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: test reproduce report bench dist clean
+.PHONY: test reproduce report bench dist docs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,5 +31,10 @@ dist: $(VENV)/.installed
 	$(PY) -m build --no-isolation --outdir dist .
 	$(VENV)/bin/twine check --strict dist/*
 
+# The documentation site (mkdocs.yml) into site/; open site/index.html, or serve it with `.venv/bin/mkdocs serve`.
+docs: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results .pytest_cache site .cache

@@ -74,6 +74,7 @@ class ArithmeticUnit(nn.Module):
         self._uniform(param, -a, a, generator)
 
     def reset_parameters(self, generator: Generators = None) -> None:
+        """Draw the parameters afresh, from ``generator`` (one per seed with a seed axis) or torch's global one."""
         raise NotImplementedError
 
     # -- forward ----------------------------------------------------------------------------------------------
@@ -93,6 +94,7 @@ class ArithmeticUnit(nn.Module):
                              f"({self.num_seeds}, *, {self.in_features}), got {tuple(x.shape)}")
 
     def forward(self, x: Tensor) -> Tensor:
+        """(*, in) -> (*, out); with a seed axis (S, *, in) -> (S, *, out). Wrong shapes or dtypes: ShapeError."""
         self._check_input(x)
         # Flatten the batch dimensions to one, so _forward sees (*S, B, in).
         lead = x.shape[:-1]
