@@ -12,6 +12,7 @@ tables are written and the figures skipped.
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 from pathlib import Path
 
@@ -69,12 +70,12 @@ def write_report(store_path: str | Path, out_path: str | Path, only: list[str] |
                  profile: str | None = None) -> Path:
     """Write the Markdown report of the store at ``store_path`` to ``out_path``, figures beside it; return its path.
 
-    ``only`` restricts it to those experiments; ``profile`` is named at the top with the date, the nalm version and
+    ``only`` restricts it to those experiments (an existing folder, or a path ending in "/", gets ``report.md`` inside); ``profile`` is named at the top with the date, the nalm version and
     the git commit of the working directory (when it is a git checkout). An existing folder as ``out_path`` gets ``report.md`` inside it.
     Raises DataError when the store does not exist (it is never created here).
     """
     store_path, out = Path(store_path), Path(out_path)
-    if out.is_dir():
+    if out.is_dir() or str(out_path).endswith(("/", os.sep)):  # a folder, existing or to be made
         out = out / "report.md"
     if not store_path.is_file():
         raise DataError(f"results store {store_path} not found; make results first, e.g. "
