@@ -193,7 +193,7 @@ def nru(x: Tensor, w: Tensor, sharpness: float | None = None) -> Tensor:
     factors = torch.sign(x) * x.abs().pow(w) * a + 1 - a  # (*S, B, out, in)
     # A product of the in slices, not torch.prod: prod's backward takes another path for the whole tensor as soon
     # as one factor anywhere is 0 (0^W = 0 or ∞^−W = 0 here), which would change other seeds' gradients by an ulp.
-    return math.prod(factors.unbind(dim=-1))
+    return cast(Tensor, math.prod(factors.unbind(dim=-1)))
 
 
 def nmru(x: Tensor, w: Tensor, eps: float = 0.0, sign_retrieval: bool = False) -> Tensor:
@@ -249,7 +249,7 @@ def splitmix_uniform(keys: Tensor, counters: Tensor, shape: tuple[int, ...], low
     k = keys.detach().cpu().numpy().astype(np.uint64)[..., None]
     c = counters.detach().cpu().numpy().astype(np.uint64)[..., None]
     with np.errstate(over="ignore"):  # the arithmetic is modulo 2⁶⁴ by design
-        z = k + ((c << np.uint64(32)) + np.arange(n, dtype=np.uint64)) * _GOLDEN64
+        z: np.ndarray = k + ((c << np.uint64(32)) + np.arange(n, dtype=np.uint64)) * _GOLDEN64  # uint64
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)

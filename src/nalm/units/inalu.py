@@ -39,6 +39,8 @@ class INALU(ArithmeticUnit):
     reinit=True)``, ``TrainConfig(grad_clip_value=0.1)`` and the regulariser at λ = 1 from step 10,000.
     """
 
+    reinit_key: Tensor  # buffers of the re-initialisation aid (with ``reinit``)
+    reinit_count: Tensor
     options = ("eps", "omega", "reg_threshold", "init", "reg_reduction", "reinit")
     #: The authors' initial (mean, standard deviation) of Ŵ, M̂ and ĝ.
     AUTHORS_INIT = {"W": (0.88, 0.2), "M": (0.5, 0.2), "g": (0.0, 0.2)}
@@ -52,7 +54,7 @@ class INALU(ArithmeticUnit):
         self.omega = check_positive("inalu", "omega", omega)
         self.reg_threshold = check_positive("inalu", "reg_threshold", reg_threshold)
         self.init = check_choice("inalu", "init", init, ("authors", "glorot"))
-        self.reg_reduction = check_choice("inalu", "reg_reduction", reg_reduction, ("sum", "mean"))
+        self.reg_reduction = str(check_choice("inalu", "reg_reduction", reg_reduction, ("sum", "mean")))
         self.reinit = bool(check_choice("inalu", "reinit", reinit, (True, False)))
         if self.reinit:
             for name in ("reinit_key", "reinit_count"):

@@ -3,6 +3,8 @@ Hochreiter & Klambauer, "MC-LSTM: Mass-Conserving LSTM", ICML 2021."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -60,7 +62,7 @@ class MCFC(ArithmeticUnit):
 
     def regularization_loss(self) -> Tensor:
         """−(mean(R²) + mean(w_o²) + mean(b_o²)); shape (*S,)."""
-        return -sum(p.square().mean(dim=(-2, -1)) for p in (self.R, self.gate_weight, self.gate_bias))
+        return -cast(Tensor, sum(p.square().mean(dim=(-2, -1)) for p in (self.R, self.gate_weight, self.gate_bias)))
 
     def _forward(self, x: Tensor) -> Tensor:
         gate = self.gate_weight + self.gate_bias  # (*S, 1, out)

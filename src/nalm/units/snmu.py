@@ -30,6 +30,8 @@ class SNMU(NMU):
     beside it, a stacked seed draws what its single copy draws, and a checkpoint resumes the same stream.
     """
 
+    noise_key: Tensor  # buffers: each seed's noise stream and its position
+    noise_step: Tensor
     options = ("noise_low", "noise_high")
 
     def __init__(self, in_features: int, out_features: int, *, num_seeds: int | None = None,
