@@ -134,3 +134,8 @@ def best_runs(runs: list[dict], key: Callable[[dict], object]) -> dict:
                 out[k]["config"]["train"]):
             out[k] = r
     return out
+
+
+def seed_median(store, run: dict | None, metric: str) -> float | None:
+    """The median over a run's seeds of a per-seed value (at each seed's best step); None without one."""
+    return None if run is None else median(row.get(metric) for row in store.seeds(run["key"]))

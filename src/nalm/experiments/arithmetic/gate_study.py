@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 
 from nalm.engine.experiment import RunSpec
-from nalm.engine.reporting import best_runs, figure_name, new_figure, num, table
+from nalm.engine.reporting import best_runs, figure_name, new_figure, num, seed_median, table
 from nalm.nn.models import parse_options
 
 #: The frozen gates of the study, from the additive path outwards.
@@ -60,8 +59,7 @@ def _runs(ctx) -> tuple[dict, dict | None, dict | None]:
 
 def _learned_gate(ctx, run: dict) -> float | None:
     """The median over seeds of the learned gate's mean, at each seed's best step."""
-    values = [row[GATE_METRIC] for row in ctx.store.seeds(run["key"]) if row.get(GATE_METRIC) is not None]
-    return statistics.median(values) if values else None
+    return seed_median(ctx.store, run, GATE_METRIC)
 
 
 def _error(run: dict, length: int | str) -> float:

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from nalm.engine.experiment import NOT_REPRODUCED, NOT_RUN, REPRODUCED, Verdict
-from nalm.engine.reporting import colors, figure_name, median, new_figure, num, settings, table
+from nalm.engine.reporting import colors, figure_name, median, new_figure, num, seed_median, settings, table
 
 from . import task as nw
 
@@ -121,10 +121,7 @@ def _scale_why(ctx) -> str:
 
 def _gates(ctx, run: dict | None) -> float | None:
     """The median over seeds of the output NALU's mean gate at each seed's best step."""
-    if run is None:
-        return None
-    values = [row[GATE] for row in ctx.store.seeds(run["key"]) if row.get(GATE) is not None]
-    return median(values) if values else None
+    return seed_median(ctx.store, run, GATE)
 
 
 def section(ctx) -> list[str]:
