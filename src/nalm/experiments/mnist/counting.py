@@ -47,7 +47,7 @@ from nalm.engine.reporting import (median)
 from nalm.engine.task import seed_generators
 from nalm.engine.train import TrainConfig, train
 from nalm.errors import ConfigError
-from nalm.nn.models import RECURRENT_BASELINES
+from nalm.nn.models import RECURRENT_BASELINES, parse_options
 from nalm.units import list_units
 
 from .data import cached_mnist
@@ -92,6 +92,10 @@ class MnistConfig:
         "help": "a unit cell's weight [A | B] (input | recurrent): the unit's own initialisation (unit), B at the "
                 "identity (identity), or A and B at the identity (accumulator: h_t = x_t + h_{t-1}); units with a "
                 "weight parameter, e.g. nau", "choices": RECURRENT_INITS})
+    unit_options: str = field(default="", metadata={
+        "added": True,
+        "help": "options of a unit cell, key=value,... (e.g. gate=fixed,gate_value=1 for nalu: a controlled run's "
+                "gate frozen on the additive path)"})
     data: str = field(default="mnist", metadata={
         "help": "mnist, or synthetic: a tiny generated stand-in for tests (not digits)", "choices": DATA})
     mnist_dir: str = field(default="", metadata={
@@ -110,6 +114,9 @@ class MnistConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+        if not isinstance(self.unit_options, str):
+            raise ConfigError(f"unit_options is text (key=value,...), got {self.unit_options!r}")
+        parse_options(self.unit_options)
         if self.digit_head == "softmax" and self.digit_outputs:
             raise ConfigError("digit_head softmax fixes the conv net's outputs (10 logits); leave digit_outputs at 0")
         if not (isinstance(self.core_learning_rate, (int, float)) and 0 < self.core_learning_rate < math.inf):
@@ -121,6 +128,38 @@ class MnistConfig:
                                    test_sequences=self.test_sequences, validation=self.validation,
                                    validation_sequences=self.validation_sequences, split_seed=self.split_seed,
                                    loss_steps=self.loss_steps)
+
+
+#: Cells whose step is linear, h_t = A x_t + B h_{t−1}: :func:`accumulated_metrics` applies.
+ACCUMULATED = ("nac", "nau", "linear")
+
+
+class _Accumulator(torch.nn.Module):
+    """h_t = h_{t−1} + A x_t, the exact accumulator of a linear cell's input weight A (S, k, in)."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = a
+
+    def forward(self, xs: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("sbti,ski->sbtk", xs, self.a).cumsum(dim=2)
+
+
+@torch.no_grad()
+def accumulated_metrics(model, task: MnistSequenceTask, num_seeds: int, device=None) -> dict[str, torch.Tensor]:
+    """The controlled evaluation of a trained linear cell (the NAC's, the NAU's): the same digit net and input
+    weight A with the recurrent block B set to exactly the identity, every other weight unchanged. Per seed (S,):
+    ``accumulated_<set>_mae`` for every test set. What it isolates: how much of the error at long lengths comes from
+    B alone (a leaky B, w < 1, remembers about 1 / (1 − w) images)."""
+    cell = model.core.cell
+    a = cell.unit.weight.detach()[..., :cell.input_size]
+    core = model.core
+    model.core = _Accumulator(a)
+    try:
+        metrics = task.evaluate(model, num_seeds, device=device)
+    finally:
+        model.core = core
+    return {f"accumulated_{k}": v for k, v in metrics.items() if k.startswith("test") and k.endswith("_mae")}
 
 
 class _MnistSequences(Experiment):
@@ -151,9 +190,9 @@ class _MnistSequences(Experiment):
     def check_run(self, config, model: str) -> None:
         """The model, and a recurrent initialisation it supports (a tiny core is built to ask)."""
         self.check_model(model)
-        if config.recurrent_init != "unit":
+        if config.recurrent_init != "unit" or config.unit_options:
             make_core(model, self.outputs, num_seeds=1, recurrent_init=config.recurrent_init,
-                      input_size=config.digit_outputs or None)
+                      input_size=config.digit_outputs or None, **parse_options(config.unit_options))
 
     def task(self, config, seeds):
         return MnistSequenceTask(config.sequence_config(self.target), seeds,
@@ -163,11 +202,13 @@ class _MnistSequences(Experiment):
         return build_sequence_model(model, self.outputs, num_seeds=num_seeds,
                                     digit_net=config.digit_net, hidden_size=config.hidden_size,
                                     core_learning_rate=config.core_learning_rate, recurrent_init=config.recurrent_init,
-                                    digit_outputs=config.digit_outputs or None, digit_head=config.digit_head)
+                                    digit_outputs=config.digit_outputs or None, digit_head=config.digit_head,
+                                    **parse_options(config.unit_options))
 
     def train(self, spec, *, store=None, key=None, progress=False, device=None):
-        """The default trainer, then per seed the unit cell's recurrent weights (at the end of training) and, as an
-        artifact, the mean predictor's MAE per test set."""
+        """The default trainer (each evaluation stores a unit cell's recurrent weights, :meth:`MnistSequenceTask.evaluate`),
+        then, for the linear cells of :data:`ACCUMULATED`, the controlled evaluation of :func:`accumulated_metrics`;
+        as an artifact, the mean predictor's MAE per test set."""
         config = spec.task_config()
         task = self.task(config, spec.train.seed_ids)
         model = self.model(config, spec.model, spec.train.seeds)
@@ -179,8 +220,10 @@ class _MnistSequences(Experiment):
                            device=device)
         finally:
             torch.set_flush_denormal(False)
-        for record, extra in zip(result.records, result.model.recurrent_weights()):
-            record.update(extra)
+        if spec.model in ACCUMULATED and not config.unit_options:
+            for name, values in accumulated_metrics(result.model, task, spec.train.seeds, device).items():
+                for record, v in zip(result.records, values.tolist()):
+                    record[name] = v
         result.artifacts = {"reference": task.reference()}
         return result
 
@@ -204,6 +247,7 @@ class _MnistSequences(Experiment):
         parts += [f"outputs-{config.digit_outputs}"] if config.digit_outputs else []
         parts += [f"head-{config.digit_head}"] if config.digit_head != "linear" else []
         parts += [f"loss-{config.loss_steps}"] if config.loss_steps != "all" else []
+        parts += [config.unit_options] if config.unit_options else []
         return "/".join(parts + ([config.data] if config.data != "mnist" else []))
 
     # -- sweeps ----------------------------------------------------------------------------------------------------
@@ -235,7 +279,20 @@ class _MnistSequences(Experiment):
             specs.append(RunSpec(self.name, m, options, TrainConfig(
                 iterations=steps, batch_size=32, eval_every=every, seeds=seeds, learning_rate=self.grid_learning_rate,
                 regularizers=regs, lr_decay=0.5)))
+        if profile == "acceptance" and self.target == "count":
+            specs += self.controlled_runs(task, steps, every)
         return specs
+
+    def controlled_runs(self, task: dict, steps: int, every: int) -> list[RunSpec]:
+        """The two runs behind the NAC's and the NALU's *why* (counting; issue 21): the NAC at 3× the budget, 5
+        seeds, evaluated every 1,000 steps (does its recurrent weight w reach 1, and how does the MAE at 1000 follow
+        1 − w?), and the NALU with its gate frozen at 1 (the additive path only; everything else as the learned
+        gate's row), 5 seeds."""
+        def spec(model, options, iterations, every):
+            return RunSpec(self.name, model, {**task, **options}, TrainConfig(
+                iterations=iterations, batch_size=32, eval_every=every, seeds=5, learning_rate=self.grid_learning_rate,
+                regularizers={}, lr_decay=0.5))
+        return [spec("nac", {}, 3 * steps, 1000), spec("nalu", {"unit_options": "gate=fixed,gate_value=1"}, steps, every)]
 
     def cost(self, spec):
         """CPU seconds: the training images through the conv net (forward, backward, Adam: 10,000 images per CPU-second

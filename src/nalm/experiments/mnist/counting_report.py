@@ -11,6 +11,8 @@ from nalm.engine.experiment import NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, V
 from nalm.engine.reporting import best_runs, colors, figure_name, new_figure, num, settings, table, training_text
 from nalm.nn.models import RECURRENT_BASELINES
 
+from .counting_why import figure as why_figure, literal, nac_why, nalu_why
+
 #: Table 2's rows: the paper's six, then the NAU.
 PAPER_MODELS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "nac", "nalu")
 MODELS = PAPER_MODELS + ("nau",)
@@ -19,7 +21,10 @@ LABELS = {"lstm": "LSTM", "gru": "GRU", "rnn-tanh": "RNN-tanh", "rnn-relu": "RNN
           "nau": "NAU"}
 TASKS = {"mnist-count": "counting", "mnist-sum": "addition"}
 #: Per-row options: what may differ between the rows of one table (the rest of a configuration is its setting).
-ROW_TASK, ROW_TRAIN = ("recurrent_init", "core_learning_rate", "hidden_size", "digit_head"), ("regularizers",)
+ROW_TASK = ("recurrent_init", "core_learning_rate", "hidden_size", "digit_head", "unit_options")
+ROW_TRAIN = ("regularizers",)
+#: The cause of a failing row, from the controlled runs (:mod:`.counting_why`).
+WHYS = {"nac": nac_why, "nalu": nalu_why}
 
 
 def _lengths(s: dict) -> list[int]:
@@ -53,7 +58,7 @@ def _check(models: tuple[str, ...], test):
     """A claim check over the strongest run (most seeds × iterations) of each of ``models``."""
 
     def check(ctx) -> Verdict:
-        best = best_runs(ctx.runs, lambda r: r["config"]["model"])
+        best = best_runs(literal(ctx.runs), lambda r: r["config"]["model"])
         found, bad = [], []
         for m in (m for m in models if m in best):
             ok, text = test(best[m]["summary"] or {})
@@ -63,7 +68,8 @@ def _check(models: tuple[str, ...], test):
             return Verdict(NOT_RUN, f"no finished run of {', '.join(LABELS[m] for m in models)}")
         missing = [LABELS[m] for m in models if m not in best]
         text = "; ".join(found) + (f" (not run: {', '.join(missing)})" if missing else "") + " (medians over seeds)"
-        return Verdict(NOT_REPRODUCED if bad else REPRODUCED, text)
+        why = " ".join(f"{LABELS[m]}: {w}" for m in bad for w in [WHYS[m](ctx) if m in WHYS else ""] if w)
+        return Verdict(NOT_REPRODUCED if bad else REPRODUCED, text, why if bad else "")
 
     return check
 
@@ -105,6 +111,7 @@ def _row(c: dict) -> tuple[tuple, str]:
     parts = [f"hidden {t['hidden_size']}"] if m in RECURRENT_BASELINES and t["hidden_size"] != 32 else []
     parts += _design(t)
     parts += [f"core lr {t['core_learning_rate']:g}"] if t["core_learning_rate"] != 1e-2 else []
+    parts += [f"unit options {t['unit_options']}"] if t.get("unit_options") else []
     parts += [f"{u} λ {r['scale']:g} over steps {r['start']:,}–{r['end']:,}" for u, r in
               sorted(c["train"].get("regularizers", {}).items()) if u == m]
     rank = MODELS.index(m) if m in MODELS else len(MODELS)
@@ -229,4 +236,16 @@ def section(exp, ctx) -> list[str]:
         name = figure_name(f"table2_{exp.name.replace('-', '_')}", k)
         if _figure(ctx.folder / name, runs, f"MNIST digit {task}: MAE against sequence length\n{setting['title']}"):
             lines += [f"![MNIST digit {task}: MAE against sequence length ({setting['title']})]({name})", ""]
+    return lines + _controlled(exp, ctx)
+
+
+def _controlled(exp, ctx) -> list[str]:
+    """The controlled runs behind the NAC's and the NALU's *why* (:mod:`.counting_why`), with the NAC's figure."""
+    whys = [f"- **{LABELS[m]}.** {w}" for m, f in WHYS.items() for w in [f(ctx)] if w]
+    if not whys:
+        return []
+    lines = ["### Controlled runs: why the NAC and NALU cells fail", "", *whys, ""]
+    name = f"nac_recurrent_weight_{exp.name.replace('-', '_')}.png"
+    if why_figure(ctx, ctx.folder / name):
+        lines += [f"![The NAC cell's MAE at the longest length against 1 − w]({name})", ""]
     return lines

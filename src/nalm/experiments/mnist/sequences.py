@@ -285,7 +285,8 @@ class MnistSequenceTask(Task):
         return out
 
     def evaluate(self, model, num_seeds: int, device=None) -> dict[str, Tensor]:
-        """Per-seed metrics (S,) float64 on every fixed set (see the module docstring), with feature reuse."""
+        """Per-seed metrics (S,) float64 on every fixed set (see the module docstring), with feature reuse, and a unit
+        cell's recurrent weights (``recurrent_weight``, ``recurrent_offdiagonal``: the model's ``recurrent_weights``)."""
         metrics = {}
         for pool in ("validation", "test"):
             names = {n: pos for n, (p, pos) in self.sets.items() if p == pool}
@@ -296,6 +297,9 @@ class MnistSequenceTask(Task):
                 metrics[f"{name}_exact"] = exact_share(pred, target)
                 if name == "test1":
                     metrics["test1_digit_accuracy"] = digit_accuracy(pred, labels[:, 0])
+        weights = model.recurrent_weights() if hasattr(model, "recurrent_weights") else []
+        for name in weights[0] if weights else ():
+            metrics[name] = torch.tensor([w[name] for w in weights], dtype=torch.float64)
         return metrics
 
 

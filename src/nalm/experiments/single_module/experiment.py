@@ -61,12 +61,14 @@ def train_config(unit: str, iterations: int = ITERATIONS, seeds: int = SEEDS, sc
 
 
 #: Seconds of one core per step (a) and per step and slot (b) at 2 inputs, batch 128 and an evaluation of 2 × 10,000
-#: rows every 1,000 steps (folded in). Calibrated on ``nalm bench single-module --units nau,nmu,nalu,inalu,realnpu
-#: --steps 1000`` (2-core machine under a load of ~6 from other work, torch 2.13, one thread): a + 225·b is the
-#: all-ranges row's time per step, 9·(a + 25·b) the per-range row's. Units not measured (the new ones) get DEFAULT.
-COST = {"nau": (1.0e-3, 2.4e-5), "nmu": (1.0e-3, 2.3e-5), "nalu": (1.9e-3, 1.4e-5), "inalu": (4.0e-3, 1.9e-5),
-        "realnpu": (2.3e-3, 4.7e-5), "npu": (2.3e-3, 4.7e-5)}
-COST_DEFAULT = (2.0e-3, 3.0e-5)
+#: rows every 1,000 steps (folded in). Fitted to ``nalm bench single-module --units <all 13> --steps 1000`` on the
+#: idle 2-core machine (torch 2.13, one thread): a + 225·b is the all-ranges row's time per step, 9·(a + 25·b) the
+#: per-range row's. A unit not listed gets COST_DEFAULT.
+COST = {"nac": (5.6e-04, 5.7e-06), "nau": (4.2e-04, 1.5e-05), "mcfc": (7.6e-04, 4.9e-06), "nalu": (8.6e-04, 5.1e-06),
+        "gnalu": (1.0e-03, 6.6e-06), "inalu": (1.2e-03, 1.0e-05), "nac_mul": (5.6e-04, 5.1e-06),
+        "nmu": (4.8e-04, 1.1e-05), "snmu": (6.9e-04, 1.2e-05), "nru": (5.0e-04, 1.5e-05), "nmru": (5.4e-04, 1.2e-05),
+        "npu": (1.1e-03, 1.3e-05), "realnpu": (8.9e-04, 9.4e-06)}
+COST_DEFAULT = (1.0e-3, 1.5e-5)
 
 
 def full_grid(units: dict[str, tuple[str, ...]]) -> list[RunSpec]:
