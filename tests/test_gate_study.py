@@ -126,3 +126,46 @@ def test_the_nalu_claim_reads_products_on_positive_inputs_where_they_ran(tmp_pat
         v = NALU_CLAIM.verdict(ReportContext(store, store.runs(), None))
     assert v.answer == REPRODUCED  # the zero-centred row (error 100) is not the one judged
     assert v.evidence.endswith("nalu-nalu a × b on U[1,2]: 1.0e-07")
+
+
+STATIC_CLAIM = get_experiment("arithmetic").claims[1]
+
+
+def _static_store(path, errors: dict):
+    """Static nalu-nalu runs: `errors` maps (operation, frozen gate or None) to the median normalised extrapolation
+    error; every other claimed operation fails (100)."""
+    with Store(path) as store:
+        for (op, gate), err in {**{(op, None): 100.0 for op in ("sub", "squared", "root")}, **errors}.items():
+            task = {"operation": op} | ({"unit_options": gate_study.options(gate)} if gate is not None else {})
+            spec = RunSpec("arithmetic", "nalu-nalu", task, TrainConfig(iterations=100, seeds=4))
+            records = [{"seed": s, "success": int(err < 1), "diverged": 0, "extrapolation_mse": err / 100,
+                        "extrapolation_mse_init": 1.0, "interpolation_mse": 0.0, "interpolation_mse_init": 1.0}
+                       for s in range(4)]
+            key = config_key(spec.resolved())
+            store.start_run(key, spec.experiment, spec.name, spec.resolved())
+            store.finish_run(key, records, summarize(records), 1.0)
+    return Store(path, readonly=True)
+
+
+def test_the_static_nalus_why_names_the_published_failure_and_the_frozen_gate_runs(tmp_path):
+    store = _static_store(tmp_path / "a.sqlite", {("add", None): 50.0, ("add", 1.0): 0.01, ("mul", None): 90.0,
+                                                  ("mul", 0.0): 80.0})
+    v = STATIC_CLAIM.verdict(ReportContext(store, store.runs(), None))
+    assert v.answer == NOT_REPRODUCED and v.why.startswith("Madsen & Johansen (ICLR 2020")
+    assert "a + b: learned gate 50 (0 of 4 seeds succeed), gate frozen at 1 0.01 (4 of 4" in v.why
+    assert "a × b: learned gate 90" in v.why and "the gate is at fault" in v.why
+    # the frozen runs are controlled runs: the learned gate answers the claim
+    assert "nalu-nalu a + b: 50" in v.evidence
+    none = _static_store(tmp_path / "b.sqlite", {("add", None): 50.0, ("mul", None): 90.0})
+    v = STATIC_CLAIM.verdict(ReportContext(none, none.runs(), None))
+    assert v.why == gate_study.PUBLISHED + "."
+    neither = _static_store(tmp_path / "c.sqlite", {("add", None): 50.0, ("add", 1.0): 40.0, ("mul", None): 90.0,
+                                                    ("mul", 0.0): 80.0})
+    assert "does not rescue either" in STATIC_CLAIM.verdict(ReportContext(neither, neither.runs(), None)).why
+
+
+def test_the_static_acceptance_grid_holds_the_claimed_rows_and_the_frozen_gates():
+    grid = get_experiment("arithmetic").grid("acceptance")
+    rows = {(s.model, s.task_config().operation, s.task_config().unit_options) for s in grid}
+    assert {("nac-nac", "sub", ""), ("nalu-nalu", "root", ""), ("relu6", "squared", ""),
+            ("nalu-nalu", "add", "gate=fixed,gate_value=1"), ("nalu-nalu", "mul", "gate=fixed,gate_value=0")} <= rows

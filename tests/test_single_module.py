@@ -19,7 +19,8 @@ from nalm.errors import ConfigError
 from nalm.experiments.single_module.experiment import UNITS, train_config
 from nalm.experiments.single_module.task import (RANGES, SingleModuleConfig, SingleModuleTask, perturbed,
                                                  stream_id, success_threshold)
-from nalm.units import list_units
+from nalm.engine.train import Regularizer
+from nalm.units import get_unit, list_units
 
 EXP = get_experiment("single-module")
 TINY = dict(iterations=60, eval_every=20, batch_size=16, learning_rate=1e-2)
@@ -124,6 +125,30 @@ def test_unit_table_and_grids():
     assert npu.train.learning_rate == 5e-3 and npu.train.regularizers["nmu"] == {"scale": 10.0, "start": 20_000,
                                                                                    "end": 35_000}
     assert sum(EXP.cost(s) for s in quick) < sum(EXP.cost(s) for s in acceptance)
+    # their own regularisers: the MC-FC's ramp, the NPUs' L1 in steps of × 10 (÷ two decades lower)
+    by = {(s.model, s.task["operation"], s.task.get("input_size", 2)): s.train.regularizers for s in acceptance}
+    assert by[("mcfc", "add", 2)]["mcfc"] == {"scale": 10.0, "start": 20_000, "end": 35_000}
+    assert by[("npu", "mul", 2)]["npu"] == {"scale": 1e-5, "start": 0, "end": 20_000, "initial": 1e-7}
+    assert by[("realnpu", "div", 10)]["realnpu"] == {"scale": 1e-7, "start": 0, "end": 20_000, "initial": 1e-9}
+    assert "mcfc" not in by[("nau", "add", 2)] and "npu" not in by[("nmu", "mul", 2)]
+
+
+def test_the_npus_l1_schedule_and_penalty():
+    beta = Regularizer(1e-5, 0, 20_000, initial=1e-7)
+    assert [beta(t) for t in (0, 9_999, 10_000, 19_999, 20_000, 50_000)] == pytest.approx(
+        [1e-7, 1e-7, 1e-6, 1e-6, 1e-5, 1e-5])
+    assert Regularizer.parse("npu=1e-5:0:20000:1e-7") == ("npu", beta)
+    assert Regularizer(0.01, 1, 2).stored() == {"scale": 0.01, "start": 1, "end": 2}  # older keys unchanged
+    with pytest.raises(ConfigError, match="initial"):
+        Regularizer(1e-7, 0, 10, initial=1e-5)
+    with pytest.raises(ConfigError, match="unit=scale:start:end"):
+        Regularizer.parse("npu=1:0:10:1:2")
+    npu = get_unit("npu", 2, 1, num_seeds=2)
+    with torch.no_grad():
+        npu.W_real.copy_(torch.tensor([[[1.0, -2.0]], [[0.5, 0.0]]]))
+        npu.W_imag.copy_(torch.tensor([[[0.0, 3.0]], [[0.0, 0.0]]]))
+    # |W_r| + |W_i| + |g| with the gate at its initial 0.5
+    assert npu.regularization_loss().tolist() == pytest.approx([1 + 2 + 3 + 1.0, 0.5 + 1.0])
 
 
 @pytest.mark.parametrize("options, needle", [({"ranges": "9"}, "range indices"), ({"ranges": "x"}, "cannot parse"),

@@ -97,7 +97,8 @@ def _add_train(p: argparse.ArgumentParser, exp) -> None:
     g.add_argument("--eval-every", type=int, default=d["eval_every"], help=f"steps between evaluations (default {d['eval_every']})")
     regs = ", ".join(f"{u}={r['scale']:g}:{r['start']}:{r['end']}" for u, r in d["regularizers"].items()) or "none"
     g.add_argument("--regularizer", action="append", default=[], metavar="UNIT=SCALE:START:END",
-                   help=f"sparsity regulariser ramp of a unit, repeatable (defaults: {regs})")
+                   help=f"sparsity regulariser ramp of a unit, repeatable; UNIT=SCALE:START:END:INITIAL for steps of "
+                        f"× 10 from INITIAL to SCALE (the NPUs' L1, e.g. npu=1e-5:0:20000:1e-7) (defaults: {regs})")
     g.add_argument("--no-regularizer", action="store_true", help="switch every regulariser off")
     g.add_argument("--tensorboard", metavar="DIR", help="also log every evaluation to TensorBoard in DIR, one run "
                    "per seed (DIR/seed<s>; not part of the stored configuration; needs: pip install tensorboard)")
@@ -234,14 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(args):
-    from dataclasses import asdict
-
     from .engine.train import Regularizer, TrainConfig
 
     regs = {} if args.no_regularizer else dict(args.regularizer_defaults)
     for text in args.regularizer:
         unit, r = Regularizer.parse(text)
-        regs[unit] = asdict(r)
+        regs[unit] = r.stored()
     return TrainConfig(iterations=args.iterations, batch_size=args.batch_size, learning_rate=args.learning_rate,
                        eval_every=args.eval_every, seeds=args.seeds, first_seed=args.first_seed, regularizers=regs,
                        optimizer=args.optimizer, grad_clip=args.grad_clip, lr_decay=args.lr_decay,

@@ -32,33 +32,53 @@ from .task import Task, seed_generators, torch_generators
 
 @dataclass(frozen=True)
 class Regularizer:
-    """λ(t) = scale · clamp((t − start) / (end − start), 0, 1): the linear ramp of Madsen & Johansen (2020)."""
+    """λ(t) = scale · clamp((t − start) / (end − start), 0, 1): the linear ramp of Madsen & Johansen (2020).
+
+    With ``initial``: steps of × 10 instead, from λ = initial at ``start`` up to λ = scale at ``end`` in equal
+    intervals (0 before ``start``): the L1 schedule the NPUs' authors train with (Heim et al. 2020; the Primer: β
+    10⁻⁷ → 10⁻⁵, × 10 every 10,000 steps, is ``Regularizer(1e-5, 0, 20_000, initial=1e-7)``)."""
 
     scale: float
     start: int
     end: int
+    initial: float | None = None
 
     def __post_init__(self) -> None:
         if self.scale < 0 or self.start < 0 or self.end < self.start:
             raise ConfigError(f"regulariser needs scale >= 0 and 0 <= start <= end, got {self}")
+        if self.initial is not None and not 0 < self.initial <= self.scale:
+            raise ConfigError(f"a stepped regulariser needs 0 < initial <= scale, got {self}")
 
     def __call__(self, step: int) -> float:
         if step < self.start:
             return 0.0
+        if self.initial is not None:
+            levels = round(math.log10(self.scale / self.initial))
+            if step >= self.end or levels == 0:
+                return self.scale
+            return self.initial * 10 ** min(levels, (step - self.start) * levels // (self.end - self.start))
         if step >= self.end:
             return self.scale
         return self.scale * (step - self.start) / (self.end - self.start)
 
+    def stored(self) -> dict:
+        """The fields as stored in a TrainConfig (``initial`` only when set, so older keys stay the same)."""
+        return {k: v for k, v in asdict(self).items() if k != "initial" or v is not None}
+
     @classmethod
     def parse(cls, text: str) -> tuple[str, "Regularizer"]:
-        """Parse ``unit=scale:start:end`` (e.g. ``nmu=10:10000:20000``)."""
+        """Parse ``unit=scale:start:end`` (e.g. ``nmu=10:10000:20000``), or ``unit=scale:start:end:initial`` for
+        steps of × 10 (e.g. ``npu=1e-5:0:20000:1e-7``)."""
         try:
             unit, rest = text.split("=")
-            scale, start, end = rest.split(":")
-            return unit, cls(float(scale), int(float(start)), int(float(end)))
+            scale, start, end, *initial = rest.split(":")
+            if len(initial) > 1:
+                raise ValueError
+            return unit, cls(float(scale), int(float(start)), int(float(end)),
+                             float(initial[0]) if initial else None)
         except ValueError:
-            raise ConfigError(f"cannot parse regulariser {text!r}: expected unit=scale:start:end, "
-                              f"e.g. nmu=10:10000:20000") from None
+            raise ConfigError(f"cannot parse regulariser {text!r}: expected unit=scale:start:end (a linear ramp) or "
+                              f"unit=scale:start:end:initial (steps of × 10), e.g. nmu=10:10000:20000") from None
 
 
 #: SPEC §3: NAU λ̂ = 0.01 from 5·10³ to 5·10⁴; NMU λ̂ = 10 from 10⁶ to 2·10⁶; other units none.
@@ -79,7 +99,7 @@ class TrainConfig:
     seeds: int = 10
     first_seed: int = 0
     #: Unit name -> (scale, start, end); units not listed get no regulariser.
-    regularizers: dict = field(default_factory=lambda: {k: asdict(v) for k, v in DEFAULT_REGULARIZERS.items()})
+    regularizers: dict = field(default_factory=lambda: {k: v.stored() for k, v in DEFAULT_REGULARIZERS.items()})
     #: "adam", "rmsprop" or "sgd" (all in their multi-tensor form).
     optimizer: str = "adam"
     #: Clip each seed's gradient to this global norm (computed per seed, never across seeds); None: no clipping.

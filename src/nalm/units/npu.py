@@ -41,6 +41,12 @@ class NPU(ArithmeticUnit):
             self._init(self.W_imag, lambda t, g: t.zero_(), generator)
         self._init(self.gate, lambda t, g: t.fill_(0.5), generator)
 
+    def regularization_loss(self) -> Tensor:
+        """The L1 norm of every parameter (W_r, W_i, g), per seed: Heim et al.'s sparsity penalty, weighted by a
+        schedule β(t) (the trainer's regulariser for the unit; none by default)."""
+        params = [self.W_real, self.gate] + ([self.W_imag] if self.imaginary else [])
+        return sum(p.abs().sum(dim=(-2, -1)) for p in params)  # type: ignore[return-value]
+
     def post_step(self) -> None:
         """Keep the relevance gate in [0, 1]; call after every optimiser step."""
         with torch.no_grad():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict
 
 import numpy as np
 
@@ -35,7 +34,7 @@ ACCEPTANCE_ITERATIONS, ACCEPTANCE_BASELINE_ITERATIONS = 50_000, 10_000
 
 
 def _regs(**overrides: Regularizer) -> dict:
-    return {k: asdict(v) for k, v in {**DEFAULT_REGULARIZERS, **overrides}.items()}
+    return {k: v.stored() for k, v in {**DEFAULT_REGULARIZERS, **overrides}.items()}
 
 
 def _per_run_check(models: tuple[str, ...], ops: tuple[str, ...], ops_text: str, heading: str, show, holds,
@@ -225,7 +224,8 @@ class Arithmetic(Experiment):
         Claim("The NAC learns a + b and a − b and extrapolates them (normalised extrapolation error < 1).",
               _extrapolates(("nac-nac",), ("add", "sub"), "a + b, a − b", True)),
         Claim("The NALU extrapolates every operation but division: a + b, a − b, a × b, a², √a (error < 1).",
-              _extrapolates(("nalu-nalu",), ("add", "sub", "mul", "squared", "root"), "those operations", True)),
+              _with_why(_extrapolates(("nalu-nalu",), ("add", "sub", "mul", "squared", "root"), "those operations",
+                                      True), gate_study.static_why)),
         Claim("MLPs fail to extrapolate: the ReLU6 MLP's normalised extrapolation error is > 10 on a × b and a².",
               _extrapolates(("relu6",), ("mul", "squared"), "a × b, a²", False)),
     )
@@ -281,7 +281,16 @@ class Arithmetic(Experiment):
         return [RunSpec(self.name, "nau-nau", {"operation": "add"}, nau),
                 RunSpec(self.name, "nau-nau", {"operation": "sub"}, nau),
                 RunSpec(self.name, "nau-nmu", {"operation": "mul", "input_size": 4, "subsets": "0:2,0:4"}, nmu),
-                RunSpec(self.name, "nau-nmu", {"operation": "mul"}, nmu)]
+                RunSpec(self.name, "nau-nmu", {"operation": "mul"}, nmu)] + self.paper_rows()
+
+    def paper_rows(self) -> list[RunSpec]:
+        """The paper's claimed rows (NAC on + and −, NALU on +, −, ×, a², √a, the ReLU6 MLP on × and a²) at 20
+        seeds × 50,000 steps, and the NALU's controlled runs with its gate frozen (:mod:`.gate_study`)."""
+        train = TrainConfig(iterations=ACCEPTANCE_ITERATIONS, seeds=20)
+        rows = {"nac-nac": ("add", "sub"), "nalu-nalu": ("add", "sub", "mul", "squared", "root"),
+                "relu6": ("mul", "squared")}
+        return [RunSpec(self.name, m, {"operation": op}, train) for m, ops in rows.items() for op in ops] + \
+            gate_study.static_specs(train)
 
     def cost(self, spec):
         """Seconds of one core: per step 1 ms + 0.7 µs per seed × input × length, 1.6× that for a NALU (two paths

@@ -146,3 +146,46 @@ def _figure(ctx, learned: dict, frozen: dict, path, train_len: int) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
+
+
+# -- the static NALU (Table 1's static rows) ---------------------------------------------------------------------------
+#: Each operation with the gate frozen on the path that computes it: 1 (additive: the NALU is then the NAC) on a + b,
+#: 0 (multiplicative: the NAC•) on a × b.
+STATIC_GATES = {"add": 1.0, "mul": 0.0}
+#: The same failure, published on the same static task.
+PUBLISHED = ("Madsen & Johansen (ICLR 2020, Table 2; this task at 100 seeds × 5·10⁶ steps) report the same failure: "
+             "the NALU succeeds in 14 % of the seeds on + and −, 0 % on × and a², 2 % on √a, and the NAC• (the "
+             "multiplicative path alone) in 31 % on ×")
+
+
+def static_specs(train) -> list[RunSpec]:
+    """The static controlled runs: nalu-nalu on each operation of :data:`STATIC_GATES` with the gate frozen."""
+    return [RunSpec("arithmetic", "nalu-nalu", {"operation": op, "unit_options": options(g)}, train)
+            for op, g in STATIC_GATES.items()]
+
+
+def static_why(ctx) -> str:
+    """The static NALU's cause: the learned gate against the gate frozen on each operation's own path, with the
+    published failure; the published failure alone without the runs."""
+    mine = [r for r in ctx.runs if r["config"]["model"] == "nalu-nalu" and r.get("summary")]
+    parts, gate_at_fault = [], []
+    for op, g in STATIC_GATES.items():
+        ops = [r for r in mine if r["config"]["task"]["operation"] == op]
+        learned = best_runs([r for r in ops if _gate_of(r) is None], lambda r: 0).get(0)
+        frozen = best_runs([r for r in ops if _gate_of(r) == g], lambda r: 0).get(0)
+        if learned is None or frozen is None:
+            continue
+        e1, e2 = (r["summary"].get("normalized_extrapolation_error") for r in (learned, frozen))
+        e1, e2 = (math.inf if e is None else e for e in (e1, e2))
+        t = frozen["config"]["train"]
+        parts.append(f"{'a + b' if op == 'add' else 'a × b'}: learned gate {num(e1, '.3g')} "
+                     f"({learned['summary']['successes']} of {learned['summary']['seeds']} seeds succeed), gate frozen "
+                     f"at {g:g} {num(e2, '.3g')} ({frozen['summary']['successes']} of {frozen['summary']['seeds']}; "
+                     f"arithmetic nalu-nalu {op} with unit_options={options(g)}, {t['iterations']:,} steps)")
+        gate_at_fault.append(e2 < 1 <= e1)
+    if not parts:
+        return PUBLISHED + "."
+    verdict = ("the gate is at fault where the frozen path extrapolates and the learned one does not, the "
+               "multiplicative path itself where neither does" if any(gate_at_fault) else
+               "freezing the gate does not rescue either operation: the paths themselves fail")
+    return (f"{PUBLISHED}. Normalised extrapolation error, median over seeds: " + "; ".join(parts) + f": {verdict}.")

@@ -32,7 +32,7 @@ from .task import RANGES, SingleModuleConfig, SingleModuleTask, stream_id
 
 def _batched(unit: str, ranges: tuple[int, ...], seeds: int, steps: int, config: SingleModuleConfig) -> float:
     """Seconds to train ``seeds`` slots on each of ``ranges`` as one seed axis."""
-    tc = train_config(unit, steps, seeds, eval_every=1000)
+    tc = train_config(unit, config.operation, steps, seeds, eval_every=1000)
     slots = [(r, s) for r in ranges for s in tc.seed_ids]
     task = SingleModuleTask(config, slots)
     task._sets = task.evaluation_sets()
@@ -44,7 +44,7 @@ def _batched(unit: str, ranges: tuple[int, ...], seeds: int, steps: int, config:
 
 def _reference(unit: str, steps: int, config: SingleModuleConfig, range_index: int = 6) -> float:
     """Seconds to train one model of ``unit`` for ``steps`` steps the usual way."""
-    tc = train_config(unit, steps, 1)
+    tc = train_config(unit, config.operation, steps, 1)
     task = SingleModuleTask(config, [(range_index, 0)])
     sets = [(x[0], y[0]) for x, y in task.evaluation_sets().values()]
     (lo, hi), = Range.parse(RANGES[range_index][0]).intervals

@@ -5,7 +5,6 @@ its ranges at once: the seed axis carries (range, seed) slots (:mod:`.task`)."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict
 
 from nalm.engine.experiment import Experiment, RunSpec, register_experiment
 from nalm.engine.metrics import summarize
@@ -42,6 +41,11 @@ INALU_REGULARIZER = Regularizer(1.0, 10_000, 10_000)
 #: successors (sNMU, NRU, NMRU) the NMU's.
 RAMP = (20_000, 35_000)
 SCALES = {"nau": 0.01, "nmu": 10.0, "snmu": 10.0, "nru": 10.0, "nmru": 10.0}
+#: Regularisers of single units, added to the shared table only in their own runs: the MC-FC's (λ 10 over the
+#: ramp, the Primer's default scale, with which its authors ran it); the NPUs' L1 with β × 10 every 10,000 steps,
+#: 10⁻⁷ → 10⁻⁵ on ×, 10⁻⁹ → 10⁻⁷ on ÷ (Heim et al. 2020, as the Primer runs them).
+OWN_SCALES = {"mcfc": 10.0}
+NPU_L1 = {"mul": (1e-7, 1e-5), "div": (1e-9, 1e-7)}
 ITERATIONS, SEEDS = 50_000, 25
 #: ``quick``: the picture in ≤ 3 minutes of one core: the claims' units and a contrast on four ranges (a negative,
 #: the one across zero, two positive), 5 seeds × 10,000 steps with the ramp compressed into steps 4,000–7,000 (at
@@ -50,12 +54,18 @@ QUICK_UNITS = {"add": ("nau", "nac"), "sub": ("nau",), "mul": ("nmu", "realnpu")
 QUICK_RANGES, QUICK_SEEDS, QUICK_ITERATIONS = "1,4,6,8", 5, 10_000
 
 
-def train_config(unit: str, iterations: int = ITERATIONS, seeds: int = SEEDS, scale: float = 1.0,
-                 **more) -> TrainConfig:
-    """The Primer's protocol for ``unit`` (batch 128, evaluation every 1,000 steps), the ramp scaled by ``scale``;
-    ``more``: other TrainConfig fields (they override the unit's learning rate and clipping)."""
+def train_config(unit: str, operation: str = "mul", iterations: int = ITERATIONS, seeds: int = SEEDS,
+                 scale: float = 1.0, **more) -> TrainConfig:
+    """The Primer's protocol for ``unit`` on ``operation`` (batch 128, evaluation every 1,000 steps), the ramps and
+    steps scaled by ``scale``; ``more``: other TrainConfig fields (they override the unit's learning rate and
+    clipping)."""
     start, end = (int(scale * t) for t in RAMP)
-    regs = {u: asdict(Regularizer(s, start, end)) for u, s in SCALES.items()} | {"inalu": asdict(INALU_REGULARIZER)}
+    regs = {u: Regularizer(s, start, end).stored() for u, s in SCALES.items()} | {"inalu": INALU_REGULARIZER.stored()}
+    if unit in OWN_SCALES:
+        regs[unit] = Regularizer(OWN_SCALES[unit], start, end).stored()
+    if unit in ("npu", "realnpu"):
+        initial, final = NPU_L1.get(operation, NPU_L1["mul"])
+        regs[unit] = Regularizer(final, 0, int(scale * 20_000), initial=initial).stored()
     more = {"learning_rate": LEARNING_RATE.get(unit, 1e-3), "grad_clip_value": GRAD_CLIP_VALUE.get(unit), **more}
     return TrainConfig(iterations=iterations, seeds=seeds, regularizers=regs, **more)
 
@@ -75,8 +85,8 @@ def full_grid(units: dict[str, tuple[str, ...]]) -> list[RunSpec]:
     """The whole benchmark for a unit table (operation -> units): each unit on its operations, all nine ranges,
     25 seeds × 50,000 steps; and the division paper's input redundancy (input size 10) for the NMRU and RealNPU
     on ÷ where the table has them (a claim)."""
-    specs = [RunSpec("single-module", u, {"operation": op}, train_config(u)) for op, us in units.items() for u in us]
-    return specs + [RunSpec("single-module", u, {"operation": "div", "input_size": 10}, train_config(u))
+    specs = [RunSpec("single-module", u, {"operation": op}, train_config(u, op)) for op, us in units.items() for u in us]
+    return specs + [RunSpec("single-module", u, {"operation": "div", "input_size": 10}, train_config(u, "div"))
                     for u in ("nmru", "realnpu") if u in units.get("div", ())]
 
 
@@ -152,7 +162,7 @@ class SingleModule(Experiment):
         :data:`UNITS`."""
         if profile == "quick":
             return [RunSpec(self.name, u, {"operation": op, "ranges": QUICK_RANGES},
-                            train_config(u, QUICK_ITERATIONS, QUICK_SEEDS, scale=0.2))
+                            train_config(u, op, QUICK_ITERATIONS, QUICK_SEEDS, scale=0.2))
                     for op, units in QUICK_UNITS.items() for u in units]
         return full_grid(UNITS)
 
