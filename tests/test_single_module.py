@@ -102,6 +102,10 @@ def test_json_prints_one_object_with_every_range(tmp_path, capsys):
         assert sorted((row["range"], row["model_seed"]) for row in rows) == [(r, k) for r in range(9) for k in range(3)]
         lines = EXP.report(ReportContext(s, s.runs("single-module"), tmp_path))
     assert any(line.startswith("| nmu (3 × 40)") for line in lines)
+    # beside the published rates of the same unit and ranges: ours / theirs, per range
+    i = lines.index("| unit | range 0 | range 1 | range 2 | range 3 | range 4 | range 5 | range 6 | range 7 | range 8 |")
+    ours = [round(100 * r["success_rate"]) for r in summary["ranges"]]
+    assert lines[i + 2] == "| nmu | " + " | ".join(f"{o} / {p}" for o, p in zip(ours, (100, 80, 68) + (100,) * 6)) + " |"
     assert (tmp_path / "single_module_mul.png").exists()
     verdicts = [c.check(ReportContext(None, [run], tmp_path)).answer for c in EXP.claims]
     assert verdicts[0] == verdicts[2] == "not run" and verdicts[1] in ("reproduced", "not reproduced")
