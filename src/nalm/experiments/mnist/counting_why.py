@@ -72,8 +72,15 @@ def nac_why(ctx) -> str:
 def nalu_why(ctx) -> str:
     """The NALU cell's cause: the learned gate against the gate frozen at 1; "" without both runs."""
     learned, frozen = strongest(ctx.runs, "nalu"), strongest(ctx.runs, "nalu", GATE_ONE)
-    if learned is None or frozen is None:
+    if learned is None:
         return ""
+    where = ""
+    if frozen is None:  # the gate's run is in counting's grid: the same cell, shown on counting
+        counting = [r for r in ctx.store.runs("mnist-count") if r.get("summary")] if ctx.store is not None else []
+        learned, frozen = strongest(counting, "nalu"), strongest(counting, "nalu", GATE_ONE)
+        if learned is None or frozen is None:
+            return ""
+        where = "Shown on counting (the same cell): "
 
     def fit(r):
         s = r["summary"]
@@ -89,9 +96,9 @@ def nalu_why(ctx) -> str:
             else f"{learned['experiment']} nalu and nalu with unit_options={GATE_ONE}")
     text = f"learned gate: {t1}; gate frozen at 1 (the additive path alone): {t2}; mean predictor {num(base, '.3g')}"
     if m2 < 0.25 * base <= m1:
-        return (f"The gate: with the multiplicative path mixed in, the NALU cell does not even fit the training "
+        return (f"{where}The gate: with the multiplicative path mixed in, the NALU cell does not even fit the training "
                 f"length, and with the gate frozen on the additive path the same cell does ({text}; {runs}).")
-    return f"The gate run does not single out the gate ({text}; {runs})."
+    return f"{where}The gate run does not single out the gate ({text}; {runs})."
 
 
 def figure(ctx, path) -> bool:
