@@ -153,15 +153,17 @@ def test_the_static_nalus_why_names_the_published_failure_and_the_frozen_gate_ru
     v = STATIC_CLAIM.verdict(ReportContext(store, store.runs(), None))
     assert v.answer == NOT_REPRODUCED and v.why.startswith("Madsen & Johansen (ICLR 2020")
     assert "a + b: learned gate 50 (0 of 4 seeds succeed), gate frozen at 1 0.01 (4 of 4" in v.why
-    assert "a × b: learned gate 90" in v.why and "the gate is at fault" in v.why
+    assert "gate_value=1, 100 steps): the gate is at fault" in v.why
+    assert "a × b: learned gate 90" in v.why and "gate_value=0, 100 steps): the path itself fails" in v.why
     # the frozen runs are controlled runs: the learned gate answers the claim
     assert "nalu-nalu a + b: 50" in v.evidence
     none = _static_store(tmp_path / "b.sqlite", {("add", None): 50.0, ("mul", None): 90.0})
     v = STATIC_CLAIM.verdict(ReportContext(none, none.runs(), None))
     assert v.why == gate_study.PUBLISHED + "."
-    neither = _static_store(tmp_path / "c.sqlite", {("add", None): 50.0, ("add", 1.0): 40.0, ("mul", None): 90.0,
+    learned = _static_store(tmp_path / "c.sqlite", {("add", None): 0.5, ("add", 1.0): 0.01, ("mul", None): 90.0,
                                                     ("mul", 0.0): 80.0})
-    assert "does not rescue either" in STATIC_CLAIM.verdict(ReportContext(neither, neither.runs(), None)).why
+    why = STATIC_CLAIM.verdict(ReportContext(learned, learned.runs(), None)).why
+    assert "100 steps): the learned gate already extrapolates; a × b" in why
 
 
 def test_the_static_acceptance_grid_holds_the_claimed_rows_and_the_frozen_gates():

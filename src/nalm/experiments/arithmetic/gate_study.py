@@ -165,10 +165,12 @@ def static_specs(train) -> list[RunSpec]:
 
 
 def static_why(ctx) -> str:
-    """The static NALU's cause: the learned gate against the gate frozen on each operation's own path, with the
-    published failure; the published failure alone without the runs."""
+    """The static NALU's cause: per operation of :data:`STATIC_GATES`, the learned gate against the gate frozen on
+    that operation's own path, and what the pair shows (the learned gate already extrapolates; the gate is at fault:
+    frozen, the path extrapolates; the path itself fails: frozen, it does not), after the published failure; the
+    published failure alone without the runs."""
     mine = [r for r in ctx.runs if r["config"]["model"] == "nalu-nalu" and r.get("summary")]
-    parts, gate_at_fault = [], []
+    parts = []
     for op, g in STATIC_GATES.items():
         ops = [r for r in mine if r["config"]["task"]["operation"] == op]
         learned = best_runs([r for r in ops if _gate_of(r) is None], lambda r: 0).get(0)
@@ -177,15 +179,13 @@ def static_why(ctx) -> str:
             continue
         e1, e2 = (r["summary"].get("normalized_extrapolation_error") for r in (learned, frozen))
         e1, e2 = (math.inf if e is None else e for e in (e1, e2))
+        shows = ("the learned gate already extrapolates" if e1 < 1 else "the gate is at fault" if e2 < 1
+                 else "the path itself fails")
         t = frozen["config"]["train"]
         parts.append(f"{'a + b' if op == 'add' else 'a × b'}: learned gate {num(e1, '.3g')} "
                      f"({learned['summary']['successes']} of {learned['summary']['seeds']} seeds succeed), gate frozen "
                      f"at {g:g} {num(e2, '.3g')} ({frozen['summary']['successes']} of {frozen['summary']['seeds']}; "
-                     f"arithmetic nalu-nalu {op} with unit_options={options(g)}, {t['iterations']:,} steps)")
-        gate_at_fault.append(e2 < 1 <= e1)
+                     f"arithmetic nalu-nalu {op} with unit_options={options(g)}, {t['iterations']:,} steps): {shows}")
     if not parts:
         return PUBLISHED + "."
-    verdict = ("the gate is at fault where the frozen path extrapolates and the learned one does not, the "
-               "multiplicative path itself where neither does" if any(gate_at_fault) else
-               "freezing the gate does not rescue either operation: the paths themselves fail")
-    return (f"{PUBLISHED}. Normalised extrapolation error, median over seeds: " + "; ".join(parts) + f": {verdict}.")
+    return f"{PUBLISHED}. Normalised extrapolation error, median over seeds: " + "; ".join(parts) + "."
