@@ -221,6 +221,8 @@ def parse_model(name: str, recurrent: bool = False) -> tuple[str, tuple[str, ...
 def parse_options(text: str) -> dict[str, object]:
     """Unit options written ``key=value,key=value`` (e.g. ``gate=fixed,gate_value=0.99``): values are read as int,
     float, true/false or else kept as text; an item without ``=`` is a ConfigError."""
+    if not isinstance(text, str):
+        raise ConfigError(f"unit_options is text (key=value,...), got {text!r}")
     options: dict[str, object] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")

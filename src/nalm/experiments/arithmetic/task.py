@@ -99,8 +99,6 @@ class ArithmeticConfig:
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:
             raise ConfigError(f"unknown operation {self.operation!r}; choose from: {', '.join(OPERATIONS)}")
-        if not isinstance(self.unit_options, str):
-            raise ConfigError(f"unit_options is text (key=value,...), got {self.unit_options!r}")
         parse_options(self.unit_options)
         for name in ("input_size", "evaluation_size", "hidden_size"):
             v = getattr(self, name)

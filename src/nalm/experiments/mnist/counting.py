@@ -114,8 +114,6 @@ class MnistConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
-        if not isinstance(self.unit_options, str):
-            raise ConfigError(f"unit_options is text (key=value,...), got {self.unit_options!r}")
         parse_options(self.unit_options)
         if self.digit_head == "softmax" and self.digit_outputs:
             raise ConfigError("digit_head softmax fixes the conv net's outputs (10 logits); leave digit_outputs at 0")

@@ -11,7 +11,7 @@ from nalm.engine.experiment import NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, V
 from nalm.engine.reporting import best_runs, colors, figure_name, new_figure, num, settings, table, training_text
 from nalm.nn.models import RECURRENT_BASELINES
 
-from .counting_why import figure as why_figure, literal, nac_why, nalu_why
+from .counting_why import figure as why_figure, lengths as _lengths, literal, nac_why, nalu_why
 
 #: Table 2's rows: the paper's six, then the NAU.
 PAPER_MODELS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "nac", "nalu")
@@ -25,10 +25,6 @@ ROW_TASK = ("recurrent_init", "core_learning_rate", "hidden_size", "digit_head",
 ROW_TRAIN = ("regularizers",)
 #: The cause of a failing row, from the controlled runs (:mod:`.counting_why`).
 WHYS = {"nac": nac_why, "nalu": nalu_why}
-
-
-def _lengths(s: dict) -> list[int]:
-    return sorted(int(k[4:-4]) for k in s if k.startswith("test") and k.endswith("_mae"))
 
 
 def _rel(s: dict, length: int) -> float:

@@ -40,9 +40,14 @@ def strongest(runs: list[dict], model: str, options: str = "") -> dict | None:
     return best_runs(mine, lambda r: 0).get(0)
 
 
+def lengths(s: dict) -> list[int]:
+    """The test lengths of a summary (its ``test<L>_mae`` keys), in order."""
+    return sorted(int(k[4:-4]) for k in s if k.startswith("test") and k.endswith("_mae"))
+
+
 def _long(s: dict) -> int | None:
-    lengths = sorted(int(k[4:-4]) for k in s if k.startswith("test") and k.endswith("_mae"))
-    return lengths[-1] if lengths and lengths[-1] >= 100 else None
+    longest = lengths(s)[-1:]
+    return longest[0] if longest and longest[0] >= 100 else None
 
 
 def nac_why(ctx) -> str:
