@@ -218,3 +218,17 @@ def test_spread_counts_a_blown_up_seed_as_infinite_and_skips_missing_ones():
     s = exp_nw._spread([1.0, 2.0, 3.0, float("inf"), None, float("nan")])
     assert s["median"] == 2.5 and s["min"] == 1.0 and s["max"] == float("inf") and s["q75"] == float("inf")
     assert exp_nw._spread([None])["median"] is None
+
+
+def test_the_scaled_variants_why_is_the_nac_row_the_nalus_additive_path_alone(tmp_path):
+    ours = [_fake_run("linear", 15, 79, 79), _fake_run("nac", 40, 60, 60), _fake_run("nalu", 12, 170, 163)]
+    scaled = [_fake_run("linear", 15, 58, 58, scale=100), _fake_run("nac", 40, 62, 62, scale=100),
+              _fake_run("nalu", 12, 130, 140, scale=100)]
+    variant = _verdicts(ours + scaled, tmp_path)[3]
+    assert variant.answer == NOT_REPRODUCED and variant.why.startswith("The gate: the NAC is this NALU's additive")
+    assert "(LSTM + NAC) 62, the learned gate (LSTM + NALU) 140, whose gate ends at 0.90" in variant.why
+    assert "the linear output 58" in variant.why and "nalu/scale100, 10 seeds × 1,000 steps" in variant.why
+    close = scaled[:2] + [_fake_run("nalu", 12, 70, 70, scale=100)]
+    assert _verdicts(ours + close, tmp_path)[3].why.startswith("The NAC row does not single out the gate")
+    assert _verdicts(ours + scaled[1:], tmp_path)[3].why.startswith("The gate:")  # no linear row: still the gate
+    assert _verdicts(ours + [scaled[0], scaled[2]], tmp_path)[3].why == ""  # no NAC row: no cause claimed

@@ -121,3 +121,23 @@ def test_each_claim_takes_only_its_own_causes_and_the_sum_borrows_countings_gate
     # the NAC misses length 10 too, but its controlled run explains extrapolation, not the fit: no NAC why here
     assert fit.answer == NOT_REPRODUCED and "NAC: MAE 3" in fit.evidence and "NAC:" not in fit.why
     assert fit.why.startswith("NALU: Shown on counting (the same cell): The gate:") and "mnist-count nalu" in fit.why
+
+
+def test_the_baselines_whys_contrast_relu_with_tanh_and_counting_with_addition(tmp_path):
+    relu = _count("rnn-relu", (0.1, 0.1, 3.7, 3e6))
+    tanh = _count("rnn-tanh", (0.1, 0.1, 8.7, 98.7))
+    claims = get_experiment("mnist-count").claims
+    runs = [relu, tanh]
+    fail_long = claims[1].verdict(ReportContext(FakeStore(runs), runs, tmp_path))
+    assert fail_long.answer == NOT_REPRODUCED and fail_long.why.startswith("RNN-ReLU: The nonlinearity:")
+    assert "at 100: ReLU 37 %, tanh 87 %" in fail_long.why and "mnist-count rnn-relu and rnn-tanh" in fail_long.why
+    # tanh does as well as ReLU at 100: the contrast does not show the cause
+    both = [_count("rnn-relu", (0.1, 0.1, 4.0, 3e6)), _count("rnn-tanh", (0.1, 0.1, 3.0, 98.7))]
+    assert "does not single out" in claims[1].verdict(ReportContext(FakeStore(both), both, tmp_path)).why
+    # both RNNs read digits on counting (97 %) but not on addition (60 %): one why for both rows
+    added = [fake_run("mnist-sum", m, summary(0.6, (0.5, 2.0, 150.0, 4000.0))) for m in ("rnn-tanh", "rnn-relu")]
+    ctx = ReportContext(FakeStore(runs + added), runs, tmp_path)
+    short = claims[2].verdict(ctx)
+    assert short.answer == NOT_REPRODUCED and short.why.startswith("RNN-tanh, RNN-ReLU: The target:")
+    assert "rnn-tanh: 97.0 % counting, 60.0 % addition" in short.why
+    assert claims[2].verdict(ReportContext(FakeStore(runs), runs, tmp_path)).why == ""

@@ -103,7 +103,7 @@ class Identity(Experiment):
                 "summary": {"mae_inside": sum(inside) / len(inside), "mae_outside": sum(outside) / len(outside)}}
 
     def grid(self, profile):
-        its, seeds = {"quick": (3_000, 20), "paper": (10_000, 100)}.get(profile, (0, 0))
+        its, seeds = {"quick": (3_000, 20), "acceptance": (10_000, 20), "paper": (10_000, 100)}.get(profile, (0, 0))
         if not its:
             return []
         train = TrainConfig(iterations=its, seeds=seeds, learning_rate=1e-2, regularizers={})

@@ -92,7 +92,7 @@ def generalises_best(ctx, scale: float = 1.0) -> Verdict:
     v = Verdict(REPRODUCED if ok else NOT_REPRODUCED,
                 f"median test MAE: LSTM + NALU {_fmt(nalu)}; {text} (a large margin means at most half of each)"
                 + (f"; not run: {', '.join(missing)}" if missing else ""))
-    return v if ok or scale != 1.0 else Verdict(v.answer, v.evidence, _scale_why(ctx))
+    return v if ok else Verdict(v.answer, v.evidence, _scale_why(ctx) if scale == 1.0 else _gate_why(ctx, scale))
 
 
 def generalises_best_scaled(ctx) -> Verdict:
@@ -117,6 +117,28 @@ def _scale_why(ctx) -> str:
                 f"{gate}).")
     return (f"Not the output's scale alone: with every output × {SCALE:g} it still fails ({scaled.evidence}; "
             f"{runs}{gate}).")
+
+
+def _gate_why(ctx, scale: float) -> str:
+    """The cause the NAC row shows at ``scale``: it is the NALU's additive path alone (the gate frozen at 1); "" without
+    it."""
+    best = _strongest(ctx, scale)
+    if "nac" not in best or "nalu" not in best:
+        return ""
+    nac, nalu, linear = (_mae(best[m], "test") if m in best else None for m in ("nac", "nalu", "linear"))
+    if nac is None or nalu is None:
+        return ""
+    t, gate = best["nalu"]["config"]["train"], _gates(ctx, best["nalu"])
+    text = (f"median test MAE: the additive path alone (LSTM + NAC) {_fmt(nac)}, the learned gate (LSTM + NALU) "
+            f"{_fmt(nalu)}" + (f", whose gate ends at {num(gate, '.2f')}" if gate is not None else "")
+            + (f"; the linear output {_fmt(linear)}" if linear is not None else "")
+            + f"; number-words nac and nalu/scale{scale:g}, {t['seeds']} seeds × {t['iterations']:,} steps, each "
+              f"model's learning rate chosen on validation")
+    if nac <= 0.75 * nalu:
+        return (f"The gate: the NAC is this NALU's additive path with its gate frozen at 1; mixing in the "
+                f"multiplicative path makes the learned NALU worse, and the additive path alone is no better than a "
+                f"linear readout of the LSTM, so no margin is left to win ({text}).")
+    return f"The NAC row does not single out the gate ({text})."
 
 
 def _gates(ctx, run: dict | None) -> float | None:
