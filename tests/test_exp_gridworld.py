@@ -137,6 +137,23 @@ def test_claims_over_stored_runs(tmp_path, lstm, nac, early, answers):
         assert f"up to T = {nac}" in verdicts[2].evidence and f"holds to {lstm}" in verdicts[2].evidence
 
 
+@pytest.mark.parametrize("counter, why", [(20, "lets it hold to the paper's T ≈ 19"),
+                                          (16, "moves the horizon out, but not to"),
+                                          (12, "The counter variant does not single out the wiring")])
+def test_the_nac_agents_why_is_the_counter_variants_contrast(tmp_path, counter, why):
+    with Store(tmp_path / "s.sqlite") as store:
+        _fake_run(store, "a2c-lstm", 15)
+        _fake_run(store, "a2c-nac", 14)
+        ctx = ReportContext(store, store.runs("gridworld"), tmp_path)
+        assert EXP.claims[2].check(ctx).why == ""  # no counter run: no cause claimed
+        _fake_run(store, "a2c-nac-counter", counter)
+        ctx = ReportContext(store, store.runs("gridworld"), tmp_path)
+        v = EXP.claims[2].check(ctx)
+        assert v.answer == NOT_REPRODUCED and why in v.why
+        assert f"median horizon 14 with the NAC on [i_t, h_t−1], {counter} with it on [i_t, 1, n_t−1]" in v.why
+        assert "gridworld a2c-nac and a2c-nac-counter, 3 seeds × 100 updates each" in v.why
+
+
 def test_seed_blocks_merge_into_one_run(tmp_path):
     """A run trained as blocks of seeds (nalm.engine.executors) gets the artifacts and summary of one run."""
     spec = RunSpec("gridworld", "a2c-nac", dict(TINY_TASK), TINY)

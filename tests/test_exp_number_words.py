@@ -232,3 +232,20 @@ def test_the_scaled_variants_why_is_the_nac_row_the_nalus_additive_path_alone(tm
     assert _verdicts(ours + close, tmp_path)[3].why.startswith("The NAC row does not single out the gate")
     assert _verdicts(ours + scaled[1:], tmp_path)[3].why.startswith("The gate:")  # no linear row: still the gate
     assert _verdicts(ours + [scaled[0], scaled[2]], tmp_path)[3].why == ""  # no NAC row: no cause claimed
+
+
+def test_the_controlled_runs_section_has_the_whys_and_the_gate_figure(tmp_path):
+    runs = [_fake_run("linear", 15, 79, 79), _fake_run("nac", 40, 60, 60), _fake_run("nalu", 12, 170, 163),
+            _fake_run("linear", 15, 58, 58, scale=100), _fake_run("nac", 40, 62, 62, scale=100),
+            _fake_run("nalu", 12, 130, 140, scale=100)]
+
+    class Seeds(_FakeStore):
+        def seeds(self, key):
+            return [{"seed": k, "diag.output.gate_mean": 0.4 + 0.05 * k, "test_mae": 140.0 + k} for k in range(3)]
+
+    ctx = ReportContext(Seeds(), runs, tmp_path)
+    literal = get_experiment("number-words").claims[2].verdict(ctx)
+    assert literal.why.startswith("Not the output's scale alone") and " The gate: the NAC is" in literal.why
+    text = "\n".join(get_experiment("number-words").report(ctx))
+    assert "### Controlled runs: why LSTM + NALU does not generalise best" in text and "- Not the output's" in text
+    assert (tmp_path / "number_words_gate.png").stat().st_size > 10_000

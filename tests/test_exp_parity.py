@@ -176,12 +176,13 @@ def test_summary():
     json.dumps(s)
 
 
-def _fake_store(path, errors: dict[str, list[float]]):
+def _fake_store(path, errors: dict[str, list[float]], iterations: int = 100, store=None):
     """A store with one finished run per row; seed i of row m has test error errors[m][i]."""
-    store = Store(path)
+    store = store or Store(path)
     exp = get_experiment("mnist-parity")
     for model, errs in errors.items():
-        spec = RunSpec("mnist-parity", model, {}, TrainConfig(iterations=100, seeds=len(errs), regularizers={}))
+        spec = RunSpec("mnist-parity", model, {}, TrainConfig(iterations=iterations, seeds=len(errs),
+                                                              regularizers={}))
         key = config_key(spec.resolved())
         store.start_run(key, "mnist-parity", spec.name, spec.resolved())
         recs = [{"seed": i, "diverged": False, "best_step": 100, "test_error": e, "test_accuracy": 1 - e,
@@ -223,11 +224,29 @@ def test_claims_follow_the_numbers(tmp_path):
         assert [v.answer for v in verdicts] == [NOT_RUN] * 4
 
 
+def test_the_budgets_controlled_run_answers_why_and_leaves_table_4_alone(tmp_path):
+    table4 = {"affine": [0.15, 0.15, 0.15], "affine-nobias": [0.14, 0.14, 0.14], "tanh": [0.13, 0.13, 0.13],
+              "sigmoid": [0.13, 0.13, 0.13], "nac": [0.14, 0.14, 0.14]}
+    for longer, why in (({"affine": [0.10] * 3, "nac": [0.09] * 3}, "Not the budget: with 5× the steps"),
+                        ({"affine": [0.10] * 3, "nac": [0.05] * 3}, "The budget: with 5× the steps")):
+        with _fake_store(tmp_path / f"{why[:3]}.sqlite", table4) as store:
+            _fake_store(None, longer, iterations=500, store=store)
+            _, (lowest, cut, bias, constraints) = _verdicts(store, tmp_path)
+            # Table 4's claims read the setting with all five rows, not the longer run of two
+            assert lowest.answer == cut.answer == NOT_REPRODUCED and "15.0 % → 14.0 %" in cut.evidence
+            assert bias.answer == REPRODUCED and constraints.answer == NOT_REPRODUCED
+            assert lowest.why == cut.why and cut.why.startswith(why)
+            assert "15.0 % → 14.0 % at 100 steps (a cut of 7 %), 10.0 %" in cut.why
+            assert "mnist-parity affine and nac, 3 seeds × 500 steps" in cut.why and constraints.why == ""
+    with _fake_store(tmp_path / "d.sqlite", table4) as store:
+        assert _verdicts(store, tmp_path)[1][1].why == ""  # no longer run: no cause claimed
+
+
 # -- profiles, sample and the command line -------------------------------------------------------------------------
 def test_grids_and_cost():
     exp = get_experiment("mnist-parity")
     quick, acceptance, paper = (exp.grid(p) for p in ("quick", "acceptance", "paper"))
-    assert [s.model for s in quick] == list(mp.PAPER_ROWS) and [s.model for s in acceptance] == list(mp.PAPER_ROWS)
+    assert [s.model for s in quick] == list(mp.PAPER_ROWS) and [s.model for s in acceptance] == [*mp.PAPER_ROWS, *mp.BUDGET_ROWS]
     assert all(s.train.seeds >= 5 for s in acceptance) and len({s.name for s in paper}) == len(paper)
     assert sum(map(exp.cost, quick)) < 15 * 60 < sum(map(exp.cost, acceptance)) < 3 * 3600
     assert sum(map(exp.cost, paper)) > 24 * 3600

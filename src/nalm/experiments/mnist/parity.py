@@ -34,6 +34,10 @@ from .parity_task import ParityConfig, ParityTask, make_splits, render_grid, syn
 #: The rows of Table 4 (the paper's five), then two units of the library the paper did not try.
 ROWS = ("affine", "affine-nobias", "tanh", "sigmoid", "nac", "nau", "nalu")
 PAPER_ROWS = ROWS[:5]
+#: The rows run at 5× the acceptance budget (the claim of a 54 % cut compares these two).
+BUDGET_ROWS = ("affine", "nac")
+#: The NAC's cut of the affine row's test error counted as reproducing the paper's 54 %: half of it.
+CUT = 0.27
 LABELS = {"affine": "affine W h + b (Seguí et al.'s original)", "affine-nobias": "W h (no bias)",
           "tanh": "tanh(Ŵ) h", "sigmoid": "σ(M̂) h", "nac": "NAC (tanh(Ŵ) ⊙ σ(M̂)) h",
           "nau": "NAU (not in the paper)", "nalu": "NALU (not in the paper)"}
@@ -99,13 +103,16 @@ def _spread(values: list) -> tuple:
     return (median(vals), min(vals), max(vals)) if vals else (None, None, None)
 
 
-def _rows(ctx) -> tuple[dict | None, dict]:
-    """The strongest setting that holds the affine row, and per final layer (its run, its per-seed rows)."""
-    for s in settings(ctx.runs, _setting_key, _describe):
-        runs = {r["config"]["model"]: r for r in s["runs"]}
-        if "affine" in runs:
-            return s, {m: (r, ctx.store.seeds(r["key"])) for m, r in runs.items()}
-    return None, {}
+def _rows(ctx, rows: tuple[str, ...] = PAPER_ROWS) -> tuple[dict | None, dict]:
+    """The setting that holds the affine row and the most of ``rows`` (then the strongest: most seeds × steps), and
+    per final layer (its run, its per-seed rows). A longer run of a few rows (the budget's controlled run) is its
+    own setting and does not replace Table 4's."""
+    found = [s for s in settings(ctx.runs, _setting_key, _describe)
+             if "affine" in {r["config"]["model"] for r in s["runs"]}]
+    if not found:
+        return None, {}
+    s = max(found, key=lambda s: len({r["config"]["model"] for r in s["runs"]} & set(rows)))  # max keeps the first
+    return s, {r["config"]["model"]: (r, ctx.store.seeds(r["key"])) for r in s["runs"]}
 
 
 def _setting_key(c: dict) -> dict:
@@ -148,6 +155,48 @@ def _verdict(results: list, missing: str) -> Verdict:
     return Verdict(REPRODUCED if all(ok for ok, _ in results) else NOT_REPRODUCED, "; ".join(t for _, t in results))
 
 
+def _cut(by: dict) -> tuple[float, float, float] | None:
+    """(affine's, the NAC's median test error, the NAC's cut of it) of one setting's rows."""
+    if "nac" not in by or "affine" not in by:
+        return None
+    ea, en = median(list(_errors(by["affine"][1]).values())), median(list(_errors(by["nac"][1]).values()))
+    return None if ea is None or en is None or ea == 0 else (ea, en, 1 - en / ea)
+
+
+def _budget_why(ctx) -> str:
+    """The budget's controlled run: the affine and NAC rows at more steps than Table 4's setting; "" without it."""
+    main, by = _rows(ctx)
+    if main is None or (short := _cut(by)) is None:
+        return ""
+    steps = main["config"]["train"]["iterations"]
+    longer = [s for s in settings(ctx.runs, _setting_key, _describe) if s["config"]["train"]["iterations"] > steps
+              and set(BUDGET_ROWS) <= {r["config"]["model"] for r in s["runs"]}]
+    if not longer:
+        return ""
+    run = max(longer, key=lambda s: s["config"]["train"]["iterations"])
+    long = _cut({r["config"]["model"]: (r, ctx.store.seeds(r["key"])) for r in run["runs"]})
+    if long is None:
+        return ""
+    t = run["config"]["train"]
+
+    def text(c, n):
+        return f"{100 * c[0]:.1f} % → {100 * c[1]:.1f} % at {n:,} steps (a cut of {100 * c[2]:.0f} %)"
+
+    numbers = (f"affine → NAC median test error {text(short, steps)}, {text(long, t['iterations'])}; mnist-parity "
+               f"affine and nac, {t['seeds']} seeds × {t['iterations']:,} steps")
+    if long[2] >= CUT:
+        return f"The budget: with {t['iterations'] // steps}× the steps the NAC's edge grows to the paper's ({numbers})."
+    return (f"Not the budget: with {t['iterations'] // steps}× the steps the NAC's cut stays below "
+            f"{100 * CUT:.0f} % ({numbers}).")
+
+
+def _with_budget(check):
+    def checked(ctx) -> Verdict:
+        v = check(ctx)
+        return v if v.answer != NOT_REPRODUCED else Verdict(v.answer, v.evidence, _budget_why(ctx))
+    return checked
+
+
 def _nac_lowest(ctx) -> Verdict:
     _, by = _rows(ctx)
     return _verdict([_compare(by, "nac", m) for m in PAPER_ROWS if m != "nac"], "no NAC run beside the affine row")
@@ -157,12 +206,11 @@ def _nac_cut(ctx) -> Verdict:
     _, by = _rows(ctx)
     if "nac" not in by:
         return Verdict(NOT_RUN, "no NAC run beside the affine row")
-    ea, en = median(list(_errors(by["affine"][1]).values())), median(list(_errors(by["nac"][1]).values()))
-    if ea is None or en is None or ea == 0:
+    if (c := _cut(by)) is None:
         return Verdict(NOT_RUN, "no finite test errors")
-    cut = 1 - en / ea
+    ea, en, cut = c
     acc = 100 * (1 - ea)
-    return Verdict(REPRODUCED if cut >= 0.27 else NOT_REPRODUCED,
+    return Verdict(REPRODUCED if cut >= CUT else NOT_REPRODUCED,
                    f"the NAC changes the affine row's median test error {100 * ea:.1f} % → {100 * en:.1f} %, "
                    + (f"a cut of {100 * cut:.0f} %" if cut >= 0 else f"a rise of {-100 * cut:.0f} %")
                    + " (paper: a cut of 54 %; we count ≥ 27 %, half of it, as reproduced); affine test "
@@ -199,8 +247,8 @@ class MnistParity(Experiment):
              "train_size": 64, "validation_size": 24, "test_size": 24, "held_out_digits": 200}
     claims = (
         Claim("The NAC has the lowest test error of Table 4's rows (affine, no bias, tanh(Ŵ), σ(M̂), NAC).",
-              _nac_lowest),
-        Claim("The NAC cuts the test error of the original affine layer by about 54 %.", _nac_cut),
+              _with_budget(_nac_lowest)),
+        Claim("The NAC cuts the test error of the original affine layer by about 54 %.", _with_budget(_nac_cut)),
         Claim("Removing the bias helps: the affine layer without bias has a lower test error than with it.", _bias),
         Claim("Constraining the weights helps: tanh(Ŵ), σ(M̂) and the NAC each beat the free weights without bias.",
               _constraints),
@@ -233,7 +281,8 @@ class MnistParity(Experiment):
         """quick: the paper's five rows, 3 seeds × 700 steps on 10,000 train canvases (625 s of CPU measured; the
         affine row reaches ≈ 76 % and is still rising: the machinery and the rough picture only). acceptance: the
         paper's five rows, 5 seeds × 2,000 steps on the default 20,000 canvases (all seven rows took 3,370 s of CPU,
-        38 minutes on 2 workers here; the affine row reached 85.2 % test accuracy). paper: all seven rows on 100,000
+        38 minutes on 2 workers here; the affine row reached 85.2 % test accuracy), and the affine and NAC rows at
+        5× the steps. paper: all seven rows on 100,000
         train canvases (the public reproduction of Seguí et al. draws 10 × 100,000), 10 seeds × 50,000 steps."""
         if profile == "quick":
             task = {"train_size": 10_000, "validation_size": 1_000, "test_size": 2_000}
@@ -244,7 +293,10 @@ class MnistParity(Experiment):
             task = {}
             train = TrainConfig(iterations=2_000, seeds=5, batch_size=64, learning_rate=3e-3, eval_every=500,
                                 regularizers={})
-            rows = PAPER_ROWS
+            # the budget's controlled run: the affine and NAC rows at 5× the steps (does the NAC's edge grow?)
+            longer = dataclasses.replace(train, iterations=5 * train.iterations, eval_every=1_000)
+            return ([RunSpec(self.name, m, task, train) for m in PAPER_ROWS]
+                    + [RunSpec(self.name, m, task, longer) for m in BUDGET_ROWS])
         elif profile == "paper":
             task = {"train_size": 100_000, "validation_size": 10_000, "test_size": 20_000}
             train = TrainConfig(iterations=50_000, seeds=10, batch_size=64, learning_rate=3e-3, eval_every=2_500,

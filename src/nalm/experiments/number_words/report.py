@@ -116,7 +116,7 @@ def _scale_why(ctx) -> str:
                 f"multiplicative path; with every output × {SCALE:g} the claim holds ({scaled.evidence}; {runs}"
                 f"{gate}).")
     return (f"Not the output's scale alone: with every output × {SCALE:g} it still fails ({scaled.evidence}; "
-            f"{runs}{gate}).")
+            f"{runs}{gate}). " + _gate_why(ctx, SCALE)).strip()
 
 
 def _gate_why(ctx, scale: float) -> str:
@@ -153,7 +153,52 @@ def section(ctx) -> list[str]:
              + ", ".join(f"`{w}`" for w in nw.VOCABULARY[1:]) + ".", ""]
     for k, setting in enumerate(settings(ctx.runs, _setting_key, _describe)):
         lines += _setting_section(setting, ctx, figure_name("figure3_number_words", k))
+    return lines + _gate_section(ctx)
+
+
+def _gate_section(ctx) -> list[str]:
+    """The controlled runs behind the NALU's *why*: the output scale, and the NAC as the gate frozen at 1."""
+    whys = [w for w in (_scale_why(ctx),) if w]
+    if not whys:
+        return []
+    lines = ["### Controlled runs: why LSTM + NALU does not generalise best", "", *(f"- {w}" for w in whys), ""]
+    name = "number_words_gate.png"
+    if _gate_figure(ctx, ctx.folder / name):
+        lines += [f"![Test MAE per seed against the output unit's gate]({name})", "",
+                  "*Each seed's test MAE against its output unit's mean gate (1: the additive path alone) at its best "
+                  "validation step; the NAC is the gate frozen at 1, the dashed lines the linear output's median. "
+                  "Unscaled, the additive path cannot reach the targets and the NALU leans on its multiplicative "
+                  "path; scaled, the additive path is enough, yet the learned gate stays between the paths.*", ""]
     return lines
+
+
+def _gate_figure(ctx, path) -> bool:
+    fig = new_figure((6.5, 4.2))
+    if fig is None:
+        return False
+    ax, cmap, drawn = fig.add_subplot(), colors("tab10"), False
+    for i, scale in enumerate((1.0, SCALE)):
+        best = _strongest(ctx, scale)
+        label = "unscaled" if scale == 1.0 else f"outputs × {scale:g}"
+        for m, marker in (("nalu", "o"), ("nac", "s")):
+            rows = ctx.store.seeds(best[m]["key"]) if m in best else []
+            pts = [(1.0 if m == "nac" else r.get(GATE), r.get("test_mae")) for r in rows]
+            pts = [(g, v) for g, v in pts if g is not None and v is not None and math.isfinite(v)]
+            if pts:
+                ax.scatter(*zip(*pts), marker=marker, color=cmap(i), alpha=0.7,
+                           label=f"{ROW_LABELS[m]}, {label}")
+                drawn = True
+        if "linear" in best and (v := _mae(best["linear"], "test")) is not None:
+            ax.axhline(v, color=cmap(i), ls="--", lw=1, label=f"{ROW_LABELS['linear']}, {label} (median)")
+    if not drawn:
+        return False
+    ax.set(yscale="log", xlabel="output unit's mean gate at the best step (1: additive path)",
+           ylabel="test MAE", title="Number words: test error against the NALU's gate, per seed")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
 
 
 INTRO = ("The numbers 0–999 in British English words (\"seven hundred and two\"), split as the paper does: 0–19 and "
