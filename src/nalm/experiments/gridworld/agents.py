@@ -15,7 +15,8 @@ across seeds.
     output, so its own output loops back through the LSTM.
   * ``"counter"`` (our variant): the NAC is a recurrent cell of its own, n_t = NAC([i_t, 1, n_{t−1}]), n_{−1} = 0,
     as ``nalm.RecurrentCell``: with weights (1, −0.1, 1) it would hold T/10 − 0.1·(t+1), a countdown; nothing in
-    its initialisation points there.
+    its initialisation points there. ``AgentConfig.counter_weights`` (the controlled run) hand-sets and freezes
+    those weights: n_t = a·i_t + b + c·n_{t−1}, no NAC.
 
 The instruction enters as i_t = T · ``instruction_scale`` (0.1) at t = 0 and 0 afterwards (the environment shows
 T at t = 0 only, unless ``instruction_every_step``).
@@ -62,8 +63,14 @@ class AgentConfig:
     nac_size: int = 1
     nac_wiring: str = "paper"
     policy_init_scale: float = 0.01
+    counter_weights: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.counter_weights is not None and (
+                self.nac_wiring != "counter" or self.nac_size != 1 or len(self.counter_weights) != 3
+                or not all(isinstance(w, (int, float)) and math.isfinite(w) for w in self.counter_weights)):
+            raise ConfigError(f"AgentConfig: counter_weights are three finite numbers (a, b, c) for the counter "
+                              f"wiring with nac_size 1; got {self.counter_weights!r} with wiring {self.nac_wiring!r}")
         for name in ("hidden_size", "vision_size", "nac_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -223,7 +230,11 @@ class ActorCritic(nn.Module):
         elif self.config.nac_wiring == "paper":
             x = torch.cat([v, i, self.nac(torch.cat([i, h], dim=-1))], dim=-1)
         else:
-            n = self.nac(torch.cat([i, torch.ones_like(i)], dim=-1), n)
+            if self.config.counter_weights is None:
+                n = self.nac(torch.cat([i, torch.ones_like(i)], dim=-1), n)
+            else:
+                a, b, w = self.config.counter_weights
+                n = a * i + b + w * n
             x = torch.cat([v, i, n], dim=-1)
         h, c = self.lstm.step(x, h, c)
         return self.policy(h), self.value(h).squeeze(-1), (h, c, n)
