@@ -94,15 +94,16 @@ def test_model_options_reach_only_their_models():
     assert ADD.run_name(config, "dnc") == "program-add/dnc/read_heads=2"
 
 
-def _run(model: str, valid: float, test4: float, test3: float | None = None, **task) -> dict:
+def _run(model: str, valid: float, test4: float, test3: float | None = None, lr: float = 1e-2, **task) -> dict:
     summary = {"seeds": 5, "diverged": 0, "valid_digits": valid, "test3_digits": test3 or test4,
                "test4_digits": test4, "valid_digits_iqr": [valid - 1, valid], "test3_digits_iqr": None,
                "test4_digits_iqr": [test4 - 2, test4 + 1], "test4_exact": 0.0, "test4_mae": 12.0}
     config = {"model": model, "task": {**{f: v for f, v in C.DEFAULTS.items() if f not in ("nesting", "operations",
                                                                                             "loop_max", "mul_max")},
                                        **task},
-              "train": TrainConfig(iterations=100, seeds=5).__dict__}
-    return {"key": model + str(task), "name": model, "config": config, "summary": summary}
+              "train": TrainConfig(iterations=100, seeds=5, learning_rate=lr).__dict__}
+    return {"key": f"{model}{task}{lr}", "name": model, "experiment": "program-add", "config": config,
+            "summary": summary}
 
 
 def test_claims_answer_from_the_numbers(tmp_path):
@@ -121,6 +122,24 @@ def test_claims_answer_from_the_numbers(tmp_path):
     assert "lstm 65.0 %" in verdicts[0].evidence and "99.0 / 70.0 / 45.0" in verdicts[2].evidence
     assert check_fits is ADD.claims[0].check and check_only_nalu is ADD.claims[1].check
     assert check_stable is ADD.claims[2].check
+
+
+def test_the_whys_come_from_the_learning_rate_and_the_controller_runs(tmp_path):
+    bad = [_run("lstm", 95, 10), _run("ugrnn", 80, 8), _run("dnc", 58, 7), _run("lstm-nalu", 60, 20)]
+    fits, only, stable = (c.check(ReportContext(None, bad, tmp_path)) for c in ADD.claims)
+    assert fits.answer == NOT_REPRODUCED and fits.why == only.why == stable.why == ""  # no controlled run yet
+    fixed = bad + [_run("ugrnn", 95, 8, lr=1e-3), _run("dnc", 93, 7, lr=1e-3),
+                   _run("lstm-nalu", 96, 94, controller_sees_value=True)]
+    ctx = ReportContext(None, fixed, tmp_path)
+    fits, only, stable = (c.check(ctx) for c in ADD.claims)
+    # the controlled runs do not replace the rows: the claims still read the default ones
+    assert fits.answer == only.answer == stable.answer == NOT_REPRODUCED and "ugrnn 80.0 %" in fits.evidence
+    assert fits.why.startswith("The learning rate: at our default 0.01 (the paper gives none)")
+    assert "ugrnn 95.0 % at learning rate 0.001 (program-add ugrnn, 5 seeds × 100 steps)" in fits.why
+    assert "The controller: a value-blind LSTM" in fits.why and "seeing the values 96.0 / 94.0" in fits.why
+    assert only.why.startswith("The controller:") and "learning rate" not in only.why
+    half = bad + [_run("ugrnn", 95, 8, lr=1e-3), _run("dnc", 60, 7, lr=1e-3)]
+    assert "do not single it out" in check_fits(ReportContext(None, half, tmp_path)).why
 
 
 def test_report_section_has_the_table_and_the_figure(tmp_path):

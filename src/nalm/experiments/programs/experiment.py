@@ -122,7 +122,7 @@ class _Programs(Experiment):
     default_model = "lstm-nalu"
     model_help = ("ugrnn, lstm, dnc (baselines), lstm-nalu (the paper's NALU configured by an LSTM), lstm-nau, "
                   "lstm-nau-nmu (beyond the paper)")
-    train_defaults = {"iterations": 3000, "batch_size": 64, "learning_rate": 1e-2, "eval_every": 500,
+    train_defaults = {"iterations": 3000, "batch_size": 64, "learning_rate": R.LEARNING_RATE, "eval_every": 500,
                       "seeds": 5, "grad_clip": 1.0, "regularizers": {}}
     splits = ("train",) + tuple(SPLITS)
     smoke = {"evaluation_size": 20, "hidden_size": 4, "memory_size": 4, "word_size": 4, "read_heads": 1}
@@ -147,9 +147,10 @@ class _Programs(Experiment):
         opts = model_options(task, model)
         return f"{self.name}/{model}" + "".join(f"/{k}={v}" for k, v in sorted(opts.items()))
 
-    def _train(self, iterations: int, seeds: int, eval_every: int) -> TrainConfig:
-        d = dict(self.train_defaults, iterations=iterations, seeds=seeds, eval_every=eval_every)
-        return TrainConfig(**d)
+    def _train(self, iterations: int, seeds: int, eval_every: int, learning_rate: float = R.LEARNING_RATE
+               ) -> TrainConfig:
+        return TrainConfig(**dict(self.train_defaults, iterations=iterations, seeds=seeds, eval_every=eval_every,
+                                  learning_rate=learning_rate))
 
     def cost(self, spec):
         """Seconds of one core: T tokens × (a + b·S·B) per step (:data:`programs_report.STEP_COST`, measured), and
