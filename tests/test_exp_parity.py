@@ -247,7 +247,8 @@ def test_grids_and_cost():
     exp = get_experiment("mnist-parity")
     quick, acceptance, paper = (exp.grid(p) for p in ("quick", "acceptance", "paper"))
     assert [s.model for s in quick] == list(mp.PAPER_ROWS) and [s.model for s in acceptance] == [*mp.PAPER_ROWS, *mp.BUDGET_ROWS]
-    assert all(s.train.seeds >= 5 for s in acceptance) and len({s.name for s in paper}) == len(paper)
+    assert all(s.train.seeds >= 5 for s in acceptance[:5]) and len({s.name for s in paper}) == len(paper)
+    assert [(s.train.seeds, s.train.iterations) for s in acceptance[5:]] == [(3, 10_000)] * 2  # the budget's run
     assert sum(map(exp.cost, quick)) < 15 * 60 < sum(map(exp.cost, acceptance)) < 3 * 3600
     assert sum(map(exp.cost, paper)) > 24 * 3600
 
