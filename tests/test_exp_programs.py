@@ -139,6 +139,7 @@ def test_the_whys_come_from_the_learning_rate_and_the_controller_runs(tmp_path):
     assert "ugrnn 80.0 % at 100 steps; 95.0 % at learning rate 0.001 and 100 steps; dnc 58.0 %" in fits.why
     assert "program-add, 5 seeds per run, learning rate 0.01 unless stated" in fits.why
     assert "The controller: a value-blind LSTM" in fits.why and "seeing the values 96.0 / 94.0" in fits.why
+    assert "misses the training range's programs; fed" in fits.why and "misses the 4-digit literals' programs" in only.why
     assert only.why.startswith("The controller:") and "learning rate" not in only.why
     half = bad + [_run("ugrnn", 95, 8, lr=1e-3), _run("dnc", 60, 7, lr=1e-3)]
     assert "do not single out a cause" in check_fits(ReportContext(None, half, tmp_path)).why
