@@ -141,6 +141,12 @@ def test_the_whys_come_from_the_learning_rate_and_the_controller_runs(tmp_path):
     assert "The controller: a value-blind LSTM" in fits.why and "seeing the values 96.0 / 94.0" in fits.why
     assert "misses the training range's programs; fed" in fits.why and "misses the 4-digit literals' programs" in only.why
     assert only.why.startswith("The controller:") and "learning rate" not in only.why
+    # seeing the values fits more of the training range and extrapolates worse: the controller either way
+    trade = bad + [_run("lstm-nalu", 70, 12, controller_sees_value=True), _run("lstm-nau", 53, 48)]
+    only = check_only_nalu(ReportContext(None, trade, tmp_path))
+    assert only.why.startswith("The controller: the if-statements need the values to choose a branch")
+    assert "value-blind 60.0 / 20.0, seeing the values 70.0 / 12.0" in only.why and "NAU, value-blind too, 53.0 / 48.0" \
+        in only.why
     half = bad + [_run("ugrnn", 95, 8, lr=1e-3), _run("dnc", 60, 7, lr=1e-3)]
     assert "do not single out a cause" in check_fits(ReportContext(None, half, tmp_path)).why
     # more steps keep raising both rows: the budget, shown by the trend of each row's runs
