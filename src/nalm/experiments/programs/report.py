@@ -130,8 +130,9 @@ def _fit_why(ctx, bad: list[str]) -> str:
         return (f"The learning rate: with the one change of a lower rate (ours is {LEARNING_RATE:g}; the paper "
                 f"gives none) {', '.join(bad)} fit the training range ({text}).")
     if rising and all(rising) and len(rising) == len(parts):
-        return (f"The budget: a lower learning rate does not make them fit, but more steps keep raising their score "
-                f"on the training range, and our budget ends before it reaches {FIT:g} % ({text}).")
+        return ("The budget: " + ("a lower learning rate does not make them fit, but " if lr_fits else "")
+                + f"more steps keep raising their score on the training range, and our budget ends before it reaches "
+                  f"{FIT:g} % ({text}).")
     return f"The controlled runs do not single out a cause ({text})."
 
 
