@@ -154,6 +154,10 @@ def test_the_whys_come_from_the_learning_rate_and_the_controller_runs(tmp_path):
     why = check_fits(ReportContext(None, longer, tmp_path)).why
     assert why.startswith("The budget: a lower learning rate does not make them fit, but more steps")
     assert "ugrnn 80.0 % at 100 steps → 86.0 % at 500 steps; 95.0 % at learning rate 0.001" in why
+    # a failing row without a controlled run is named, not explained
+    some = bad + [_run("ugrnn", 86, 8, iterations=500)]
+    why = check_fits(ReportContext(None, some, tmp_path)).why
+    assert why.startswith("The budget: more steps") and "no controlled run of dnc, whose cause is not shown" in why
 
 
 def test_report_section_has_the_table_and_the_figure(tmp_path):

@@ -103,7 +103,7 @@ def _runs_text(r: dict) -> str:
 def _fit_why(ctx, bad: list[str]) -> str:
     """Why ``bad`` models miss the training range, from their controlled runs: the same row at a lower learning rate,
     and its score against the steps of its runs at the default rate; "" without them."""
-    parts, lr_fits, rising, seeds = [], [], [], set()
+    parts, lr_fits, rising, seeds, covered = [], [], [], set(), []
     for m in bad:
         default = sorted((r for r in ctx.runs if r["config"]["model"] == m and _default(r) and r.get("summary")),
                          key=lambda r: r["config"]["train"]["iterations"])
@@ -120,11 +120,15 @@ def _fit_why(ctx, bad: list[str]) -> str:
         if len(default) >= 2:
             rising.append((_value(default[-1], "valid") or 0) >= (_value(default[0], "valid") or 0) + 3)
         parts.append(f"{m} {text}")
+        covered.append(m)
         seeds |= {r["config"]["train"]["seeds"] for r in [*default, *([other] if other else [])]}
     if not parts:
         return ""
+    missing = [m for m in bad if m not in covered]
     text = ("; ".join(parts) + f"; {ctx.runs[0]['experiment']}, {'/'.join(map(str, sorted(seeds)))} seeds per run, "
-            f"learning rate {LEARNING_RATE:g} unless stated")
+            f"learning rate {LEARNING_RATE:g} unless stated"
+            + (f"; no controlled run of {', '.join(missing)}, whose cause is not shown" if missing else ""))
+    bad = covered
     if lr_fits and all(lr_fits) and len(lr_fits) == len(parts):
         return (f"The learning rate: with the one change of a lower rate (ours is {LEARNING_RATE:g}; the paper "
                 f"gives none) {', '.join(bad)} fit the training range ({text}).")
