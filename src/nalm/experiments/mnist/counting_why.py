@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from nalm.engine.reporting import best_runs, new_figure, num, seed_median
+from nalm.engine.reporting import best_runs, new_figure, num
 
 GATE_ONE = "gate=fixed,gate_value=1"
 
