@@ -30,7 +30,12 @@ def _rows(ctx, rows: tuple[str, ...] = PAPER_ROWS) -> tuple[dict | None, dict]:
     if not found:
         return None, {}
     s = max(found, key=lambda s: len({r["config"]["model"] for r in s["runs"]} & set(rows)))  # max keeps the first
-    return s, {r["config"]["model"]: (r, ctx.store.seeds(r["key"])) for r in s["runs"]}
+    return s, _by_row(ctx, s)
+
+
+def _by_row(ctx, setting: dict) -> dict:
+    """Per final layer of a setting: (its run, its per-seed rows)."""
+    return {r["config"]["model"]: (r, ctx.store.seeds(r["key"])) for r in setting["runs"]}
 
 
 def _setting_key(c: dict) -> dict:
@@ -92,7 +97,7 @@ def _budget_why(ctx) -> str:
     if not longer:
         return ""
     run = max(longer, key=lambda s: s["config"]["train"]["iterations"])
-    long = _cut({r["config"]["model"]: (r, ctx.store.seeds(r["key"])) for r in run["runs"]})
+    long = _cut(_by_row(ctx, run))
     if long is None:
         return ""
     t = run["config"]["train"]
@@ -170,7 +175,7 @@ def section(ctx) -> list[str]:
     main = _rows(ctx)[0]
     ordered = sorted(settings(ctx.runs, _setting_key, _describe), key=lambda s: s["key"] != (main or {}).get("key"))
     for k, s in enumerate(ordered):  # Table 4's setting first, then the budget's controlled run
-        by = {r["config"]["model"]: (r, ctx.store.seeds(r["key"])) for r in s["runs"]}
+        by = _by_row(ctx, s)
         lines += [f"### {s['title']}", ""]
         base = _errors(by["affine"][1]) if "affine" in by else {}
         rows = []

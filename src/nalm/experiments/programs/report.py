@@ -129,10 +129,9 @@ def _fit_why(ctx, bad: list[str]) -> str:
     text = ("; ".join(parts) + f"; {ctx.runs[0]['experiment']}, {'/'.join(map(str, sorted(seeds)))} seeds per run, "
             f"learning rate {LEARNING_RATE:g} unless stated"
             + (f"; no controlled run of {', '.join(missing)}, whose cause is not shown" if missing else ""))
-    bad = covered
     if lr_fits and all(lr_fits) and len(lr_fits) == len(parts):
         return (f"The learning rate: with the one change of a lower rate (ours is {LEARNING_RATE:g}; the paper "
-                f"gives none) {', '.join(bad)} fit the training range ({text}).")
+                f"gives none) {', '.join(covered)} fit the training range ({text}).")
     if rising and all(rising) and len(rising) == len(parts):
         return ("The budget: " + ("a lower learning rate does not make them fit, but " if lr_fits else "")
                 + f"more steps keep raising their score on the training range, and our budget ends before it reaches "
@@ -156,7 +155,7 @@ def _controller_why(ctx, split: str) -> str:
                  f"{num(_value(nau, 'test4'))}")
     bar = FIT if split == "valid" else EXTRAPOLATES
     (pv, p4), (sv, s4) = ((_value(r, "valid") or 0, _value(r, "test4") or 0) for r in (plain, sees))
-    if (sv if split == "valid" else s4) >= bar > (pv if split == "valid" else p4):
+    if (_value(sees, split) or 0) >= bar > (_value(plain, split) or 0):
         return (f"The controller: a value-blind LSTM cannot tell which branch an if-statement takes, so the NALU it "
                 f"configures misses {WHERE[split]}; fed the values (the one change) it reaches them ({text}).")
     if sv >= pv + 10 and s4 < p4:
