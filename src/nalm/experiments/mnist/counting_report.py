@@ -11,8 +11,8 @@ from nalm.engine.experiment import NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, V
 from nalm.engine.reporting import best_runs, colors, figure_name, new_figure, num, settings, table, training_text
 from nalm.nn.models import RECURRENT_BASELINES
 
-from .counting_why import (figure as why_figure, lengths as _lengths, literal, nac_why, nalu_why, relu_why,
-                           supervision_why)
+from .counting_why import (figure as why_figure, lengths as _lengths, literal, nac_why, nalu_why, relative_mae,
+                           relu_why, supervision_why)
 
 #: Table 2's rows: the paper's six, then the NAU.
 PAPER_MODELS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "nac", "nalu")
@@ -28,11 +28,6 @@ ROW_TRAIN = ("regularizers",)
 WHYS = {"nac": nac_why, "nalu": nalu_why}
 
 
-def _rel(s: dict, length: int) -> float:
-    """The MAE at ``length`` as a share of the mean target there."""
-    return s[f"test{length}_mae"] / ((s.get("mean_target") or {}).get(f"test{length}") or math.nan)
-
-
 def _fits(s):
     name = "test10" if "test10_mae" in s else "validation"
     mae, base = s[f"{name}_mae"], s["baseline_mae"][name]
@@ -41,8 +36,8 @@ def _fits(s):
 
 def _long(s, ok):
     long = [L for L in _lengths(s) if L >= 100]
-    return (bool(long) and all(ok(_rel(s, L)) for L in long),
-            ", ".join(f"MAE {num(s[f'test{L}_mae'], '.4g')} at {L} ({num(100 * _rel(s, L), '.0f')} % of the mean "
+    return (bool(long) and all(ok(relative_mae(s, L)) for L in long),
+            ", ".join(f"MAE {num(s[f'test{L}_mae'], '.4g')} at {L} ({num(100 * relative_mae(s, L), '.0f')} % of the mean "
                       f"target)" for L in long) or "no test length >= 100")
 
 

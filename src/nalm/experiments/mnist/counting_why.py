@@ -40,6 +40,11 @@ def strongest(runs: list[dict], model: str, options: str = "") -> dict | None:
     return best_runs(mine, lambda r: 0).get(0)
 
 
+def relative_mae(s: dict, length: int) -> float:
+    """The MAE at ``length`` as a share of the mean target there."""
+    return s[f"test{length}_mae"] / ((s.get("mean_target") or {}).get(f"test{length}") or math.nan)
+
+
 def lengths(s: dict) -> list[int]:
     """The test lengths of a summary (its ``test<L>_mae`` keys), in order."""
     return sorted(int(k[4:-4]) for k in s if k.startswith("test") and k.endswith("_mae"))
@@ -121,12 +126,10 @@ def relu_why(ctx) -> str:
     if not long:
         return ""
 
-    def share(s, L):
-        return 100 * s[f"test{L}_mae"] / ((s.get("mean_target") or {}).get(f"test{L}") or math.nan)
-
-    shares = "; ".join(f"at {L:,}: ReLU {num(share(r, L), '.0f')} %, tanh {num(share(t, L), '.0f')} %" for L in long)
+    shares = "; ".join(f"at {L:,}: ReLU {num(100 * relative_mae(r, L), '.0f')} %, "
+                       f"tanh {num(100 * relative_mae(t, L), '.0f')} %" for L in long)
     runs = f"{relu['experiment']} rnn-relu and rnn-tanh, {_run_text(relu)} each"
-    if share(r, long[0]) < share(t, long[0]):
+    if relative_mae(r, long[0]) < relative_mae(t, long[0]):
         return (f"The nonlinearity: a ReLU cell is unbounded, so it keeps counting past the training length where the "
                 f"same cell with tanh saturates, and the same unboundedness lets its error grow without limit further "
                 f"out (MAE as a share of the mean target, {shares}; {runs}).")
