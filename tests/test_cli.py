@@ -104,6 +104,8 @@ def test_dry_run_prints_the_plan_and_leaves_the_store_untouched(capsys, tmp_path
         for name in list_experiments():
             if get_experiment(name).grid(profile):
                 assert f"\n{name}: " in f"\n{out}" and "core-minutes" in out, (profile, name)
+        if profile == "acceptance":  # a replication on later seeds names them
+            assert "mnist-parity/tanh/20k  5 seeds (5–9) × 2,000 steps" in out
     register_experiment(Toy)
     try:  # a store that holds one configuration of toy-sum's quick grid (6 configurations)
         grid = specs("quick", ["toy-sum"])

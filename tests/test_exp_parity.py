@@ -16,11 +16,13 @@ import torch
 
 from nalm.cli import main
 from nalm.engine import NOT_REPRODUCED, NOT_RUN, REPRODUCED, ReportContext, RunSpec, get_experiment, register_experiment
+from nalm.engine.pooling import PooledStore
 from nalm.engine.store import Store, config_key
 from nalm.engine.task import torch_generators
 from nalm.engine.train import TrainConfig, TrainResult, make_optimizer
 from nalm.errors import ConfigError
 from nalm.experiments.mnist import parity as mp
+from nalm.experiments.mnist import parity_report
 from nalm.experiments.mnist.parity_nets import ParityNet
 from nalm.experiments.mnist.parity_task import ParityTask, synthetic_digits
 
@@ -176,16 +178,16 @@ def test_summary():
     json.dumps(s)
 
 
-def _fake_store(path, errors: dict[str, list[float]], iterations: int = 100, store=None):
-    """A store with one finished run per row; seed i of row m has test error errors[m][i]."""
+def _fake_store(path, errors: dict[str, list[float]], iterations: int = 100, store=None, first_seed: int = 0):
+    """A store with one finished run per row; seed first_seed + i of row m has test error errors[m][i]."""
     store = store or Store(path)
     exp = get_experiment("mnist-parity")
     for model, errs in errors.items():
         spec = RunSpec("mnist-parity", model, {}, TrainConfig(iterations=iterations, seeds=len(errs),
-                                                              regularizers={}))
+                                                              first_seed=first_seed, regularizers={}))
         key = config_key(spec.resolved())
         store.start_run(key, "mnist-parity", spec.name, spec.resolved())
-        recs = [{"seed": i, "diverged": False, "best_step": 100, "test_error": e, "test_accuracy": 1 - e,
+        recs = [{"seed": first_seed + i, "diverged": False, "best_step": 100, "test_error": e, "test_accuracy": 1 - e,
                  "validation_accuracy": 1 - e, "train_accuracy": 1 - e} for i, e in enumerate(errs)]
         result = TrainResult(recs, [], None, 1.0, {"references": {"majority": 0.34, "uniform": 1 / 6,
                                                                   "prior": 0.26}})
@@ -194,6 +196,7 @@ def _fake_store(path, errors: dict[str, list[float]], iterations: int = 100, sto
 
 
 def _verdicts(store, folder):
+    store = PooledStore(store)  # as the report reads it: runs that differ only in their seeds are one
     ctx = ReportContext(store, store.runs("mnist-parity"), folder)
     return ctx, [c.check(ctx) for c in get_experiment("mnist-parity").claims]
 
@@ -242,13 +245,45 @@ def test_the_budgets_controlled_run_answers_why_and_leaves_table_4_alone(tmp_pat
         assert _verdicts(store, tmp_path)[1][1].why == ""  # no longer run: no cause claimed
 
 
+def test_the_replication_tells_seed_noise_from_a_real_difference(tmp_path):
+    first = {"affine": [0.15] * 5, "affine-nobias": [0.14] * 5, "tanh": [0.13, 0.13, 0.15, 0.13, 0.15],
+             "sigmoid": [0.15, 0.13, 0.15, 0.15, 0.15], "nac": [0.15] * 5}
+    # tanh flips between the halves (noise); σ(M̂) and the NAC lose on nearly every seed (real)
+    fresh = {"affine": [0.15] * 5, "affine-nobias": [0.14] * 5, "tanh": [0.15, 0.15, 0.13, 0.15, 0.15],
+             "sigmoid": [0.15] * 5, "nac": [0.15] * 5}
+    with _fake_store(tmp_path / "a.sqlite", first) as store:
+        constraints = _verdicts(store, tmp_path)[1][3]
+        assert constraints.answer == NOT_REPRODUCED and constraints.why == ""  # one seed set: no replication
+        _fake_store(None, fresh, store=store, first_seed=5)
+        lowest, cut, bias, constraints = _verdicts(store, tmp_path)[1]
+        assert "of 10 paired seeds" in constraints.evidence and bias.answer == REPRODUCED
+        assert constraints.why.startswith("Seed noise: the rows differ by less than the seeds' spread (tanh lower "
+                                          "than affine-nobias on 3 of 5 on seeds 0–4 and 1 of 5 on seeds 5–9, "
+                                          "paired difference +1.0 points [−1.0, +1.0], sign test p = 0.75).")
+        assert "Not seed noise: a real difference in this setting (sigmoid lower than affine-nobias on 1 of 5 on " \
+            "seeds 0–4 and 0 of 5 on seeds 5–9, paired difference +1.0 points [−1.0, +1.0], sign test p = 0.02" in \
+            constraints.why
+        assert "nac lower than affine-nobias on 0 of 5 on seeds 0–4 and 0 of 5 on seeds 5–9" in constraints.why
+        assert "p = 0.00" in constraints.why and constraints.why.endswith(
+            "Run: mnist-parity, Table 4's rows on seeds 0–9 (the acceptance seeds and their replication, pooled) × "
+            "100 steps.")
+        # rows that tie on every seed cannot be told apart
+        assert lowest.answer == NOT_REPRODUCED and "nac lower than affine on 0 of 5 on seeds 0–4 and 0 of 5 on seeds " \
+            "5–9, paired difference +0.0 points [+0.0, +0.0], sign test p = 1.00" in lowest.why
+    assert [parity_report._sign_test(w, 10) for w in (5, 2, 1, 0)] == pytest.approx(
+        [1.0, 112 / 1024, 22 / 1024, 2 / 1024])
+
+
 # -- profiles, sample and the command line -------------------------------------------------------------------------
 def test_grids_and_cost():
     exp = get_experiment("mnist-parity")
     quick, acceptance, paper = (exp.grid(p) for p in ("quick", "acceptance", "paper"))
-    assert [s.model for s in quick] == list(mp.PAPER_ROWS) and [s.model for s in acceptance] == [*mp.PAPER_ROWS, *mp.BUDGET_ROWS]
-    assert all(s.train.seeds >= 5 for s in acceptance[:5]) and len({s.name for s in paper}) == len(paper)
-    assert [(s.train.seeds, s.train.iterations) for s in acceptance[5:]] == [(3, 10_000)] * 2  # the budget's run
+    assert [s.model for s in quick] == list(mp.PAPER_ROWS)
+    assert [s.model for s in acceptance] == [*mp.PAPER_ROWS, *mp.PAPER_ROWS, *mp.BUDGET_ROWS]
+    assert all(s.train.seeds >= 5 for s in acceptance[:10]) and len({s.name for s in paper}) == len(paper)
+    # the replication: the same rows on the next seeds, so that the report pools them
+    assert [s.train.first_seed for s in acceptance[:10]] == [0] * 5 + [5] * 5
+    assert [(s.train.seeds, s.train.iterations) for s in acceptance[10:]] == [(3, 10_000)] * 2  # the budget's run
     assert sum(map(exp.cost, quick)) < 15 * 60 < sum(map(exp.cost, acceptance)) < 3 * 3600
     assert sum(map(exp.cost, paper)) > 24 * 3600
 

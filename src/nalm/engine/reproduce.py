@@ -199,7 +199,8 @@ def print_plan(todo: list[RunSpec], runs: list[dict], profile: str, jobs: int, e
         print(f"{name}: {len(rows) - n_done} to run, {n_done} already in the store; {cost / 60:,.1f} core-minutes")
         for spec, key, done, c in rows:
             t = spec.train
-            print(f"  {'stored' if done else 'run   '} {key}  {spec.name}  {t.seeds} seeds × {t.iterations:,} steps"
+            seeds = f"{t.seeds} seeds" + (f" ({t.first_seed}–{t.first_seed + t.seeds - 1})" if t.first_seed else "")
+            print(f"  {'stored' if done else 'run   '} {key}  {spec.name}  {seeds} × {t.iterations:,} steps"
                   + ("" if done else f"  {c / 60:,.1f} core-min"))
         total, to_run, stored = total + cost, to_run + len(rows) - n_done, stored + n_done
     wall = ("on a Ray cluster: about this divided by its CPUs" if executor == "ray" else
