@@ -74,7 +74,7 @@ def test_reproduce_says_which_estimate_it_used(tmp_path, capsys, monkeypatch):
     line = capsys.readouterr().err
     n = len(identity) - 1
     factor = (2 * n + PRIOR_RUNS) / (n + PRIOR_RUNS)  # every run took twice its estimate
-    assert f"1 configurations to run, {n} already in the store" in line
+    assert f"1 configuration to run, {n} already in the store" in line
     assert f"calibrated on {n} finished runs in this store (identity ×{factor:.2f})" in line
     first = identity[0]
     assert f"{duration(factor * first.exp.cost(first))} of one core" in line
