@@ -270,6 +270,16 @@ def test_the_replication_tells_seed_noise_from_a_real_difference(tmp_path):
         # rows that tie on every seed cannot be told apart
         assert lowest.answer == NOT_REPRODUCED and "nac lower than affine on 0 of 5 on seeds 0–4 and 0 of 5 on seeds " \
             "5–9, paired difference +0.0 points [+0.0, +0.0], sign test p = 1.00" in lowest.why
+        assert cut.why.startswith("Not seed noise: no seed's paired cut reaches even half of the paper's 54 % "
+                                  "(per-seed cuts +0.0 % to +0.0 % over 10 paired seeds; mnist-parity, Table 4's "
+                                  "rows on seeds 0–9")
+    with _fake_store(tmp_path / "b.sqlite", first) as store:  # the NAC cuts a third of the error on seeds 5-9 only
+        _fake_store(None, {**fresh, "nac": [0.10] * 5}, store=store, first_seed=5)
+        cut = _verdicts(store, tmp_path)[1][1]
+        assert cut.answer == NOT_REPRODUCED and "15.0 % → 12.5 %" in cut.evidence
+        assert cut.why.startswith("Seed-dependent: 5 of 10 seeds reach a cut of 27 %, the median does not (per-seed "
+                                  "cuts +0.0 % to "
+                                  "+33.3 % over 10 paired seeds")
     assert [parity_report._sign_test(w, 10) for w in (5, 2, 1, 0)] == pytest.approx(
         [1.0, 112 / 1024, 22 / 1024, 2 / 1024])
 
