@@ -230,16 +230,19 @@ def test_claims_follow_the_numbers(tmp_path):
 def test_the_budgets_controlled_run_answers_why_and_leaves_table_4_alone(tmp_path):
     table4 = {"affine": [0.15, 0.15, 0.15], "affine-nobias": [0.14, 0.14, 0.14], "tanh": [0.13, 0.13, 0.13],
               "sigmoid": [0.13, 0.13, 0.13], "nac": [0.14, 0.14, 0.14]}
-    for longer, why in (({"affine": [0.10] * 3, "nac": [0.09] * 3}, "Not the budget: with 5× the steps"),
-                        ({"affine": [0.10] * 3, "nac": [0.05] * 3}, "The budget: with 5× the steps")):
-        with _fake_store(tmp_path / f"{why[:3]}.sqlite", table4) as store:
+    for k, (longer, why, change) in enumerate((
+            ({"affine": [0.10] * 3, "nac": [0.09] * 3}, "Not the budget: with 5× the steps", "a cut of 10 %"),
+            ({"affine": [0.10] * 3, "nac": [0.12] * 3}, "Not the budget: with 5× the steps", "a rise of 20 %"),
+            ({"affine": [0.10] * 3, "nac": [0.05] * 3}, "The budget: with 5× the steps", "a cut of 50 %"))):
+        with _fake_store(tmp_path / f"{k}.sqlite", table4) as store:
             _fake_store(None, longer, iterations=500, store=store)
             _, (lowest, cut, bias, constraints) = _verdicts(store, tmp_path)
             # Table 4's claims read the setting with all five rows, not the longer run of two
             assert lowest.answer == cut.answer == NOT_REPRODUCED and "15.0 % → 14.0 %" in cut.evidence
             assert bias.answer == REPRODUCED and constraints.answer == NOT_REPRODUCED
             assert lowest.why == cut.why and cut.why.startswith(why)
-            assert "15.0 % → 14.0 % at 100 steps (a cut of 7 %), 10.0 %" in cut.why
+            assert f"15.0 % → 14.0 % at 100 steps (a cut of 7 %), 10.0 % → {100 * longer['nac'][0]:.1f} % at 500 " \
+                f"steps ({change})" in cut.why
             assert "mnist-parity affine and nac, 3 seeds × 500 steps" in cut.why and constraints.why == ""
     with _fake_store(tmp_path / "d.sqlite", table4) as store:
         assert _verdicts(store, tmp_path)[1][1].why == ""  # no longer run: no cause claimed

@@ -104,7 +104,8 @@ def _budget_why(ctx) -> str:
     t = run["config"]["train"]
 
     def text(c, n):
-        return f"{100 * c[0]:.1f} % → {100 * c[1]:.1f} % at {n:,} steps (a cut of {100 * c[2]:.0f} %)"
+        change = f"a cut of {100 * c[2]:.0f} %" if c[2] >= 0 else f"a rise of {-100 * c[2]:.0f} %"
+        return f"{100 * c[0]:.1f} % → {100 * c[1]:.1f} % at {n:,} steps ({change})"
 
     numbers = (f"affine → NAC median test error {text(short, steps)}, {text(long, t['iterations'])}; mnist-parity "
                f"affine and nac, {t['seeds']} seeds × {t['iterations']:,} steps")
