@@ -117,7 +117,8 @@ def reproduce(profile: str, store_path: str, *, only: list[str] | None = None, j
     cost = [calibration.cost(s) for s in todo]
     total = sum(cost)
     where = "on a Ray cluster" if executor == "ray" else f"on {jobs} worker process(es)"
-    print(f"reproduce --profile {profile}: {len(todo)} configuration{'s' * (len(todo) != 1)} to run, {len(finished)} already in the store; "
+    print(f"reproduce --profile {profile}: {len(todo)} configuration{'s' * (len(todo) != 1)} to run, "
+          f"{len(finished)} already in the store; "
           f"{duration(total)} of one core {where}" + ("" if executor == "ray" else
                                                      f", estimated {duration(total / max(1, min(jobs, len(todo))))}")
           + f"; {calibration.describe(s.experiment for s in todo)}", file=sys.stderr)
@@ -205,8 +206,9 @@ def print_plan(todo: list[RunSpec], runs: list[dict], profile: str, jobs: int, e
         total, to_run, stored = total + cost, to_run + len(rows) - n_done, stored + n_done
     wall = ("on a Ray cluster: about this divided by its CPUs" if executor == "ray" else
             f"about {duration(total / max(1, min(jobs, to_run)))} of wall time on {jobs} worker process(es)")
-    print(f"reproduce --profile {profile} (dry run, nothing trained or written): {to_run} configuration{'s' * (to_run != 1)} to run, "
-          f"{stored} already in the store; {total / 60:,.1f} core-minutes, {wall}; {calibration.describe(groups)}")
+    print(f"reproduce --profile {profile} (dry run, nothing trained or written): {to_run} "
+          f"configuration{'s' * (to_run != 1)} to run, {stored} already in the store; {total / 60:,.1f} core-minutes, "
+          f"{wall}; {calibration.describe(groups)}")
 
 
 def _reproduce_ray(todo, store_path, profile, progress, device, options) -> dict:

@@ -58,7 +58,7 @@ GRIDS = {
         "quick": [(m, {}, (1000, 3, 250)) for m in ("lstm", "lstm-nalu", "lstm-nau")]
         + [("lstm-nau", {"controller_sees_value": True}, (1000, 3, 250))],
         # the controlled runs: the NALU's controller fed the values, the one thing a value-blind LSTM lacks to tell
-        # which branch an if-statement takes; the baselines at 3× the steps (the DNC, 3× as dear per step, at a
+        # which branch an if-statement takes; the baselines at 3× the steps (the DNC, 5× as dear per step, at a
         # third of them instead)
         "acceptance": [(m, {}, (10_000, 5, 1000)) for m in ("ugrnn", "lstm", "lstm-nalu", "lstm-nau", "dnc")]
         + [("lstm-nalu", {"controller_sees_value": True}, (10_000, 5, 1000))]
