@@ -37,8 +37,8 @@ def _fits(s):
 def _long(s, ok):
     long = [L for L in _lengths(s) if L >= 100]
     return (bool(long) and all(ok(relative_mae(s, L)) for L in long),
-            ", ".join(f"MAE {num(s[f'test{L}_mae'], '.4g')} at {L} ({num(100 * relative_mae(s, L), '.0f')} % of the mean "
-                      f"target)" for L in long) or "no test length >= 100")
+            ", ".join(f"MAE {num(s[f'test{L}_mae'], '.4g')} at {L} ({num(100 * relative_mae(s, L), '.0f')} % of the "
+                      f"mean target)" for L in long) or "no test length >= 100")
 
 
 def _fails_short(s):

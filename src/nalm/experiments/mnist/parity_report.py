@@ -138,15 +138,13 @@ def _signed(*values: float) -> list[str]:
     return [f"{x:+.1f}".replace("-", "−") for x in values]
 
 
-def _noise_why(ctx, pairs) -> str:
-    """The replication's answer for the comparisons of ``pairs`` that fail: a failing comparison is seed noise when
-    the exact sign test over all paired seeds cannot tell the two rows apart (p ≥ 0.05), a real difference when it
-    can; each seed half's wins are shown beside it. "" without a replication."""
+def _noise_why(ctx, failing) -> str:
+    """The replication's answer for the ``failing`` comparisons (``better``, ``worse``): each is seed noise when the
+    exact sign test over all paired seeds cannot tell the two rows apart (p ≥ 0.05), a real difference when it can;
+    each seed half's wins are shown beside it. "" without a replication."""
     main, by, run = _replicated(ctx)
     noise, real = [], []
-    for better, worse in pairs if main else ():
-        if (c := _compare(by, better, worse)) is None or c[0]:
-            continue
+    for better, worse in failing if main else ():
         a, b = _errors(by[better][1]), _errors(by[worse][1])
         common = sorted(set(a) & set(b))
         halves = common[:len(common) // 2], common[len(common) // 2:]
@@ -186,8 +184,9 @@ def _compared(pairs, missing: str, *whys):
     replication (:func:`_noise_why`) and from ``whys`` (functions of the context, e.g. :func:`_budget_why`)."""
     def check(ctx) -> Verdict:
         by = _rows(ctx)[1]
-        return _explained(ctx, _verdict([_compare(by, *p) for p in pairs], missing), lambda c: _noise_why(c, pairs),
-                          *whys)
+        results = [_compare(by, *p) for p in pairs]
+        failing = [p for p, r in zip(pairs, results) if r is not None and not r[0]]
+        return _explained(ctx, _verdict(results, missing), lambda c: _noise_why(c, failing), *whys)
     return check
 
 
